@@ -1,0 +1,373 @@
+"""Load an ONNX image classifier, find its conv taps, and prepare a copy exposing them.
+
+SPEC §2. A *tap* is one per ``Conv`` node: the tensor reached by walking forward from the Conv
+output while the current tensor has exactly one consumer and that consumer is a shape-preserving
+elementwise op (the "block" tap), or the raw Conv output with ``tap="conv"``. The prepared model
+lists every tap tensor (and the pre-softmax logits, when the model ends in a Softmax) as extra
+graph outputs, so one ONNX Runtime run returns the logits and every activation.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from camonnx.errors import ModelLoadError
+from camonnx.ops import Node
+
+TapMode = Literal["block", "conv"]
+Layout = Literal["NCHW", "NHWC"]
+
+#: Elementwise ops a block tap walks through (SPEC §2).
+SHAPE_PRESERVING = frozenset({
+    "BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Elu", "Selu", "Dropout", "Identity", "Add", "Sum", "Mul",
+})
+_BINARY = frozenset({"Add", "Sum", "Mul"})
+_SOFTMAX = frozenset({"Softmax", "LogSoftmax"})
+#: Above this size a model is kept with external data instead of one protobuf (2 GiB limit).
+_PROTO_LIMIT = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One tap: a conv layer's output (block tap) and where it sits in the network."""
+
+    index: int
+    name: str
+    tensor: str
+    conv_node: str
+    ops: tuple[str, ...]
+    shape: tuple[int, ...] = ()
+    stride: float = 0.0
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def with_shape(self, shape: tuple[int, ...], input_height: int) -> "Layer":
+        stride = input_height / shape[1] if len(shape) >= 2 and shape[1] else 0.0
+        return Layer(self.index, self.name, self.tensor, self.conv_node, self.ops, tuple(shape),
+                     float(stride))
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "tensor": self.tensor,
+                "conv_node": self.conv_node, "ops": list(self.ops), "shape": list(self.shape),
+                "stride": self.stride, "channels": self.channels}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image input: name, layout and the dims the model fixes (``None`` when dynamic)."""
+
+    name: str
+    layout: Layout
+    batch: int | None
+    channels: int | None
+    height: int | None
+    width: int | None
+
+    @property
+    def fixed_batch(self) -> bool:
+        return self.batch is not None
+
+
+@dataclass
+class ModelGraph:
+    """An ONNX classifier with its taps found; ``prepared`` exposes every tap as an output."""
+
+    path: Path | None
+    model: onnx.ModelProto
+    opset: int
+    input: InputSpec
+    output: str
+    logits: str
+    softmax: str | None
+    layers: list[Layer]
+    prepared: onnx.ModelProto
+    nodes: list[Node] = field(repr=False, default_factory=list)
+
+    @property
+    def tap_tensors(self) -> list[str]:
+        """Distinct tap tensors in topological order (two convs may share a block tap)."""
+        return list(dict.fromkeys(layer.tensor for layer in self.layers))
+
+    def prepared_bytes_or_path(self) -> bytes | str:
+        """What ONNX Runtime needs to open the prepared model (a path for models over 2 GiB)."""
+        if self.prepared.ByteSize() < _PROTO_LIMIT:
+            return self.prepared.SerializeToString()
+        folder = tempfile.mkdtemp(prefix="camonnx-")
+        target = os.path.join(folder, "prepared.onnx")
+        onnx.save_model(self.prepared, target, save_as_external_data=True,
+                        location="prepared.onnx.data")
+        return target
+
+
+def load_graph(model: str | os.PathLike | onnx.ModelProto, tap: TapMode = "block",
+               layout: Layout | None = None) -> ModelGraph:
+    """Load, check and analyse an ONNX classifier; raise :class:`ModelLoadError` if unusable."""
+    if tap not in ("block", "conv"):
+        raise ModelLoadError(f"Unknown tap mode {tap!r}: use 'block' or 'conv'.")
+    path, proto = _read(model)
+    _check(path, proto)
+    opset = _default_opset(proto)
+    graph_input = _image_input(proto, layout)
+    inferred = _infer_shapes(proto, graph_input)
+    nodes = [_decode(node, i, opset) for i, node in enumerate(proto.graph.node)]
+    output = proto.graph.output[0].name
+    logits, softmax = _pre_softmax(nodes, output)
+    layers = _find_taps(nodes, inferred, tap, proto)
+    if not layers:
+        raise ModelLoadError(
+            f"{_label(path)} has no Conv node: camonnx explains convolutional networks by their "
+            "conv layers. Export a CNN, or check that the export did not fuse convolutions "
+            "into custom ops.")
+    layers = _with_inferred_shapes(layers, inferred, graph_input)
+    prepared = _expose(proto, [layer.tensor for layer in layers] + [logits], inferred)
+    return ModelGraph(path, proto, opset, graph_input, output, logits, softmax, layers, prepared,
+                      nodes)
+
+
+# --- loading and checking --------------------------------------------------------------------
+
+def _label(path: Path | None) -> str:
+    return str(path) if path is not None else "The model"
+
+
+def _read(model) -> tuple[Path | None, onnx.ModelProto]:
+    if isinstance(model, onnx.ModelProto):
+        return None, model
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError(f"Model file {path} does not exist. Give the path of an .onnx file, "
+                             "or run `camonnx export NAME OUT.onnx` to make one.")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not an ONNX file.")
+    if not os.access(path, os.R_OK):
+        raise ModelLoadError(f"Model file {path} is not readable: check its permissions.")
+    try:
+        proto = onnx.load(str(path))
+    except FileNotFoundError as exc:
+        raise ModelLoadError(
+            f"{path} stores its weights in an external data file that is missing ({exc.filename}). "
+            "Keep the .onnx file and its .data file together in one folder.") from None
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelLoadError(
+            f"{path} is not a valid ONNX file (it may be truncated or another format): "
+            f"{type(exc).__name__}: {exc}. Re-export or re-download the model.") from None
+    if not proto.graph.node:
+        raise ModelLoadError(f"{path} holds no ONNX graph (no nodes): it is empty, truncated "
+                             "or not an ONNX model. Re-export or re-download it.")
+    return path, proto
+
+
+def _check(path: Path | None, proto: onnx.ModelProto) -> None:
+    try:
+        if path is not None:
+            onnx.checker.check_model(str(path))
+        else:
+            onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ModelLoadError(f"{_label(path)} fails the ONNX checker: {str(exc).strip()}. "
+                             "Re-export the model with a current exporter.") from None
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 1
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+
+
+def _image_input(proto: onnx.ModelProto, layout: Layout | None) -> InputSpec:
+    initializers = {init.name for init in proto.graph.initializer}
+    candidates = [i for i in proto.graph.input if i.name not in initializers]
+    images = [i for i in candidates if len(i.type.tensor_type.shape.dim) == 4]
+    if not images:
+        found = ", ".join(f"{i.name} {_dims(i)}" for i in candidates) or "none"
+        raise ModelLoadError(
+            f"The model has no 4-D image input (inputs: {found}). camonnx explains image "
+            "classifiers whose input is (batch, channels, height, width) or (batch, height, "
+            "width, channels).")
+    if len(candidates) > 1:
+        others = ", ".join(i.name for i in candidates if i is not images[0])
+        raise ModelLoadError(
+            f"The model has inputs besides the image {images[0].name!r}: {others}. camonnx feeds "
+            "one image input; export the model with its other inputs fixed as constants.")
+    value = images[0]
+    if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise ModelLoadError(f"The image input {value.name!r} is not float32 "
+                             f"(ONNX type {value.type.tensor_type.elem_type}); camonnx feeds float32.")
+    n, a, b, c = _dims(value)
+    chosen = layout or _detect_layout(proto, value.name, a, c)
+    if chosen not in ("NCHW", "NHWC"):
+        raise ModelLoadError(f"Unknown layout {chosen!r}: use 'NCHW' or 'NHWC'.")
+    if chosen == "NCHW":
+        return InputSpec(value.name, "NCHW", n, a, b, c)
+    return InputSpec(value.name, "NHWC", n, c, a, b)
+
+
+def _detect_layout(proto: onnx.ModelProto, name: str, dim1, dim3) -> Layout:
+    """NCHW unless the channel count sits last, or the input feeds a Transpose to NCHW."""
+    if dim1 in (1, 3, 4) and dim3 not in (1, 3, 4):
+        return "NCHW"
+    if dim3 in (1, 3, 4) and dim1 not in (1, 3, 4):
+        return "NHWC"
+    for node in proto.graph.node:
+        if name in node.input and node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            if perm == [0, 3, 1, 2]:
+                return "NHWC"
+    return "NCHW"
+
+
+def _infer_shapes(proto: onnx.ModelProto, spec: InputSpec) -> dict[str, list[int | None]]:
+    """Tensor name → shape, inferred with the image input fixed to batch 1 and a concrete size."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    for value in fixed.graph.input:
+        if value.name == spec.name:
+            dims = value.type.tensor_type.shape.dim
+            h, w, c = spec.height or 224, spec.width or 224, spec.channels or 3
+            concrete = [1, c, h, w] if spec.layout == "NCHW" else [1, h, w, c]
+            for dim, size in zip(dims, concrete):
+                dim.Clear()
+                dim.dim_value = size
+    try:
+        if fixed.ByteSize() < _PROTO_LIMIT:
+            fixed = shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:
+        pass  # shapes are also measured on the probe run; inference only helps the tap walk
+    shapes: dict[str, list[int | None]] = {}
+    for value in list(fixed.graph.value_info) + list(fixed.graph.input) + list(fixed.graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = _dims(value)
+    for init in fixed.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+# --- taps ------------------------------------------------------------------------------------
+
+def _decode(node: onnx.NodeProto, index: int, opset: int) -> Node:
+    attrs = {}
+    for attr in node.attribute:
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        elif isinstance(value, onnx.TensorProto):
+            value = numpy_helper.to_array(value)
+        elif isinstance(value, list) and value and isinstance(value[0], bytes):
+            value = [v.decode("utf-8") for v in value]
+        attrs[attr.name] = value
+    name = node.name or f"{node.op_type.lower()}{index}:{node.output[0] if node.output else ''}"
+    return Node(node.op_type, name, tuple(node.input), tuple(node.output), attrs, opset,
+                node.domain)
+
+
+def _consumers(nodes: list[Node], graph_outputs: set[str]) -> dict[str, int]:
+    count: dict[str, int] = {}
+    for node in nodes:
+        for name in node.inputs:
+            if name:
+                count[name] = count.get(name, 0) + 1
+    for name in graph_outputs:
+        count[name] = count.get(name, 0) + 1
+    return count
+
+
+def _preserves_shape(node: Node, current: str, shapes) -> bool:
+    if node.op_type not in SHAPE_PRESERVING:
+        return False
+    if node.inputs[0] != current and node.op_type not in _BINARY:
+        return False  # e.g. PRelu's slope, Clip's bounds: must consume the tensor as data
+    if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1]:
+        return False
+    if node.op_type in _BINARY:
+        before, after = shapes.get(current), shapes.get(node.outputs[0])
+        if before is not None and after is not None:
+            return len(before) == len(after) and all(
+                x is None or y is None or x == y for x, y in zip(before, after))
+        partners = [shapes.get(i) for i in node.inputs if i != current]
+        return all(p is not None and before is not None and len(p) <= len(before) for p in partners)
+    return True
+
+
+def _find_taps(nodes: list[Node], shapes, tap: TapMode, proto: onnx.ModelProto) -> list[Layer]:
+    consumers = _consumers(nodes, {o.name for o in proto.graph.output})
+    by_input: dict[str, list[Node]] = {}
+    for node in nodes:
+        for name in dict.fromkeys(node.inputs):
+            by_input.setdefault(name, []).append(node)
+    layers: list[Layer] = []
+    used_names: set[str] = set()
+    conv_index = 0
+    for node in nodes:
+        if node.op_type != "Conv":
+            continue
+        current, ops = node.outputs[0], [node.op_type]
+        while tap == "block" and consumers.get(current, 0) == 1 and current in by_input:
+            nxt = by_input[current][0]
+            if not _preserves_shape(nxt, current, shapes):
+                break
+            current = nxt.outputs[0]
+            ops.append(nxt.op_type)
+        name = node.name if node.name else f"conv{conv_index}:{node.outputs[0]}"
+        if name in used_names:
+            name = f"{name}#{conv_index}"
+        used_names.add(name)
+        layers.append(Layer(len(layers), name, current, node.name or name, tuple(ops)))
+        conv_index += 1
+    return layers
+
+
+def _with_inferred_shapes(layers: list[Layer], shapes, spec: InputSpec) -> list[Layer]:
+    out = []
+    for layer in layers:
+        shape = shapes.get(layer.tensor)
+        if shape is not None and len(shape) == 4 and all(d is not None for d in shape[1:]):
+            layer = layer.with_shape(tuple(shape[1:]), spec.height or 224)
+        out.append(layer)
+    return out
+
+
+def _pre_softmax(nodes: list[Node], output: str) -> tuple[str, str | None]:
+    """The classifier's logits tensor, skipping a trailing Softmax/LogSoftmax (SPEC §2)."""
+    producer = {o: n for n in nodes for o in n.outputs}
+    node = producer.get(output)
+    passthrough = {"Identity", "Flatten", "Reshape", "Squeeze"}
+    while node is not None and node.op_type in passthrough:
+        node = producer.get(node.inputs[0])
+    if node is not None and node.op_type in _SOFTMAX:
+        return node.inputs[0], node.op_type
+    return output, None
+
+
+def _expose(proto: onnx.ModelProto, tensors: list[str], shapes) -> onnx.ModelProto:
+    prepared = copy.deepcopy(proto)
+    existing = {o.name for o in prepared.graph.output}
+    for name in dict.fromkeys(tensors):
+        if name in existing:
+            continue
+        prepared.graph.output.append(
+            helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        existing.add(name)
+    return prepared
+
+
+def initializer_arrays(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every initializer of the main graph as a numpy array (external data already loaded)."""
+    return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}

@@ -106,6 +106,26 @@ class Mirror(torch.nn.Module):
             self._plans[key] = sorted(needed)
         return self._plans[key]
 
+    def frontier(self, tensor: str, output: str | None = None) -> list[str]:
+        """Tensors that the nodes downstream of ``tensor`` read from upstream of it.
+
+        Overriding ``tensor`` together with these (taken from a clean forward) re-runs only the
+        part of the network after ``tensor`` (Ablation-CAM re-runs the rest of the network from a
+        modified tap, SPEC §4).
+        """
+        output = output or self.logits_name
+        plan = self._plan([output], frozenset({tensor}))
+        tainted, downstream = {tensor}, []
+        for index in plan:
+            node = self._program[index][0]
+            if any(name in tainted for name in node.inputs):
+                downstream.append(node)
+                tainted.update(o for o in node.outputs if o)
+        reads = {name for node in downstream for name in node.inputs if name}
+        outside = reads - tainted - set(self._buffer_names)
+        order = {name: i for i, (node, _) in enumerate(self._program) for name in node.outputs}
+        return sorted(outside, key=lambda name: order.get(name, -1))
+
     def forward(self, x: torch.Tensor, outputs: Iterable[str] | None = None,
                 overrides: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Run the graph on ``x`` (in the model's layout) and return the requested tensors.

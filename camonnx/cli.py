@@ -1,0 +1,185 @@
+"""The ``camonnx`` command line: a thin layer over the library.
+
+Every user error (bad file, bad layer, bad option) prints ``Error: …`` and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from camonnx.errors import CamonnxError
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+def _friendly_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CamonnxError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:  # unwritable output and the like
+            raise UserError(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": ")) from None
+    return wrapper
+
+
+MODEL_ARG = click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="camonnx")
+@click.option("-v", "--verbose", is_flag=True, help="Log what camonnx is doing.")
+def main(verbose: bool) -> None:
+    """Explain any ONNX CNN, every conv layer at once.
+
+    MODEL defaults to the bundled ImageNet-pretrained EfficientNet-Lite0 (exported on first use
+    and cached), IMAGE to the bundled cat photo.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="camonnx: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@MODEL_ARG
+@click.option("--tap", type=click.Choice(["block", "conv"]), default="block", show_default=True,
+              help="block: a conv's output after its BN/activation/residual chain; conv: raw output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
+@_friendly_errors
+def layers(model: Path | None, tap: str, as_json: bool) -> None:
+    """List the conv layers (taps) of MODEL with their shapes and strides."""
+    from camonnx.explainer import Explainer
+
+    explainer = Explainer(model, tap=tap)
+    suggested = explainer.suggested_layer.index
+    if as_json:
+        rows = [dict(layer.to_dict(), suggested=layer.index == suggested) for layer in explainer.layers]
+        click.echo(json.dumps({"model": str(explainer.model_path), "input": list(explainer.preprocess.size),
+                               "layout": explainer.graph.input.layout, "layers": rows}, indent=2))
+        return
+    click.echo(_layer_table(explainer, suggested))
+
+
+def _layer_table(explainer, suggested: int) -> str:
+    header = ("#", "name", "ops", "shape (K,h,w)", "stride", "channels")
+    rows = [(f"{layer.index}{'*' if layer.index == suggested else ''}", layer.name,
+             "+".join(layer.ops), "×".join(str(d) for d in layer.shape),
+             f"{layer.stride:g}", str(layer.channels)) for layer in explainer.layers]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    spec = explainer.graph.input
+    title = (f"{explainer.model_path.name}: {len(rows)} layers, input {spec.layout} "
+             f"{explainer.preprocess.size[0]}×{explainer.preprocess.size[1]}, opset {explainer.graph.opset}")
+    footer = f"* suggested layer: {explainer.suggested_layer.name}"
+    return "\n".join([title, line(header), *map(line, rows), footer])
+
+
+def split_inputs(inputs: tuple[str, ...]) -> tuple[Path | None, list[str]]:
+    """``[MODEL.onnx] [IMAGE …]`` → (model or None, images); defaults applied by the caller."""
+    models = [p for p in inputs if p.lower().endswith(".onnx")]
+    if len(models) > 1:
+        raise UserError(f"Give one model, got {len(models)}: {', '.join(models)}.")
+    images = [p for p in inputs if not p.lower().endswith(".onnx")]
+    return (Path(models[0]) if models else None), images
+
+
+def parse_layers(value: str) -> str | list[str | int]:
+    """'all', 'suggested', or a comma-separated list of layer names or indices."""
+    if value in ("all", "suggested"):
+        return value
+    items: list[str | int] = []
+    for item in (v.strip() for v in value.split(",")):
+        if item:
+            items.append(int(item) if item.lstrip("-").isdigit() else item)
+    return items
+
+
+def parse_targets(values: tuple[str, ...]) -> list[int] | int | None:
+    if not values:
+        return None
+    try:
+        targets = [int(v) for v in values]
+    except ValueError:
+        raise UserError(f"--target takes class indices (integers), got {', '.join(values)}.") from None
+    return targets[0] if len(targets) == 1 else targets
+
+
+def method_option(**kwargs):
+    from camonnx.methods import METHODS
+
+    return click.option("--method", "-m", type=click.Choice(sorted(METHODS)), default="gradcam",
+                        show_default=True, help="CAM method.", **kwargs)
+
+
+LAYERS_OPTION = click.option("--layers", "-l", default="all", show_default=True,
+                             help="'all', 'suggested', or comma-separated layer names/indices "
+                                  "(see `camonnx layers`).")
+TARGET_OPTION = click.option("--target", "-t", multiple=True,
+                             help="Class index to explain (default: the predicted class). Repeat "
+                                  "once per image for per-image targets.")
+DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, metavar="[MODEL.onnx] [IMAGE]...")
+@method_option()
+@LAYERS_OPTION
+@TARGET_OPTION
+@click.option("--normalize", type=click.Choice(["local", "global", "none"]), default="local",
+              show_default=True, help="local: per map; global: across all layers of an image.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("camonnx-out"), show_default=True, help="Output directory.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (randomcam).")
+@click.option("--no-overlays", is_flag=True, help="Write maps.npz and manifest.json only.")
+@DEVICE_OPTION
+@_friendly_errors
+def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no_overlays, device):
+    """Explain IMAGE(s) with MODEL at every selected layer; write overlays, maps.npz, manifest."""
+    from camonnx.explainer import Explainer
+    from camonnx.models import default_image
+
+    model, images = split_inputs(inputs)
+    explainer = Explainer(model, device=device)
+    images = images or [str(default_image())]
+    explanation = explainer.explain(images, method=method, layers=parse_layers(layers),
+                                    targets=parse_targets(target), normalize=normalize,
+                                    batch_size=batch_size, seed=seed)
+    explanation.save(out, overlays=not no_overlays)
+    for i, image in enumerate(images):
+        click.echo(f"{image}: {explanation.label(i)}")
+    click.echo(f"Wrote {len(explanation.layers)} layer maps × {len(images)} image(s) to {out}")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A local state-dict (.pth) to load instead of random weights.")
+@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True,
+              help="torch.onnx exporter: dynamo (torch.export-based) or legacy (TorchScript).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (exporter default if omitted).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@_friendly_errors
+def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int | None, seed: int) -> None:
+    """Export zoo model NAME to OUT.onnx (with its preprocessing recipe beside it).
+
+    NAME: resnet18, resnet50, vgg16, densenet121, mobilenet_v3_large, efficientnet_b0 (random
+    weights unless --weights), or efficientnet_lite0 (ImageNet-pretrained).
+    """
+    from camonnx.models import export_model
+
+    path = export_model(name, out, weights=weights, exporter=exporter, opset=opset, seed=seed)
+    click.echo(f"Wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,343 @@
+"""The :class:`Explainer`: one ONNX model, its taps, ONNX Runtime and the torch mirror.
+
+Images go in as paths, PIL images or arrays (preprocessed by the model's recipe), or as an
+already-preprocessed (N, C, H, W) tensor. ``activations`` runs ONNX Runtime once for every tap;
+``gradients`` runs the mirror forward once and backward once for every tap (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence, Union
+
+import numpy as np
+import torch
+
+from camonnx.errors import DeviceError, InputError, ParityError, unknown_name_error
+from camonnx.graph import Layer, ModelGraph, load_graph
+from camonnx.images import Preprocess, load_recipe, prepare_images
+from camonnx.mirror import Mirror
+from camonnx.runtime import OrtRuntime, cuda_provider_available
+from tqdm.auto import tqdm
+
+from camonnx.targets import ClassLogit, ClassProbability, TargetLike, resolve
+
+log = logging.getLogger("camonnx")
+
+if TYPE_CHECKING:
+    from camonnx.explanation import Explanation
+
+LayerSpec = Union[str, Sequence[Union[str, int]]]
+#: Parity tolerance of SPEC §3: max |mirror − ORT| ≤ 1e-4 · max(|ORT|) (float32, different kernels).
+PARITY_RTOL = 1e-4
+
+
+@dataclass
+class Gradients:
+    """One forward + one backward: logits (N, classes), and per layer name A and ∂y/∂A."""
+
+    logits: np.ndarray
+    activations: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray]
+    classes: list[int] | None
+
+    def __iter__(self):  # unpacks as (logits, activations, gradients)
+        return iter((self.logits, self.activations, self.gradients))
+
+
+class Explainer:
+    """Explain one ONNX CNN.
+
+    ``model``: path of an .onnx file (default: the bundled pretrained EfficientNet-Lite0).
+    ``device``: "cpu" or "cuda[:i]". On CUDA without onnxruntime-gpu, forward passes run through
+    the torch mirror on the GPU. ``tap``: "block" (default) or "conv" (SPEC §2). ``layout``:
+    override the detected input layout. ``preprocess``: override the recipe stored beside the model.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "cpu", *,
+                 tap: str = "block", layout: str | None = None,
+                 preprocess: Preprocess | None = None, check_parity: bool = True):
+        if model is None:
+            from camonnx.models import default_model
+            model = default_model()
+        self.model_path = Path(model)
+        self.graph: ModelGraph = load_graph(self.model_path, tap=tap, layout=layout)  # type: ignore[arg-type]
+        self.device = _torch_device(device)
+        recipe, self.labels = load_recipe(self.model_path)
+        self.preprocess = preprocess or _fit_recipe(recipe, self.graph)
+        self.mirror = Mirror(self.graph).to(self.device)
+        self.mirror.eval()
+        self.runtime: OrtRuntime | None = None
+        if self.device.type == "cpu" or cuda_provider_available():
+            self.runtime = OrtRuntime(self.graph, "cpu" if self.device.type == "cpu" else str(self.device))
+        self.batch_limit = 1 if self.graph.input.fixed_batch else None
+        if self.batch_limit == 1 and self.graph.input.batch != 1:
+            raise InputError(f"The model's batch size is fixed at {self.graph.input.batch}; camonnx "
+                             "runs fixed-batch models one image at a time and needs batch 1 or a "
+                             "dynamic batch axis. Re-export with a dynamic batch.")
+        if self.batch_limit == 1:
+            log.warning("%s has a fixed batch of 1: images run one at a time.", self.model_path.name)
+        self.parity_error = self._probe(check_parity)
+
+    # --- layers ------------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self.graph.layers
+
+    @property
+    def suggested_layer(self) -> Layer:
+        """The deepest tap with more than one spatial position (the usual Grad-CAM layer)."""
+        spatial = [layer for layer in self.layers if len(layer.shape) == 3 and layer.shape[1] * layer.shape[2] > 1]
+        return (spatial or self.layers)[-1]
+
+    def layer(self, key: str | int) -> Layer:
+        """A layer by name, ONNX tensor name, or index (negative counts from the end)."""
+        if isinstance(key, (int, np.integer)):
+            if not -len(self.layers) <= key < len(self.layers):
+                raise InputError(f"Layer index {key} is out of range: the model has "
+                                 f"{len(self.layers)} layers (0–{len(self.layers) - 1}).")
+            return self.layers[key]
+        for layer in self.layers:
+            if key in (layer.name, layer.tensor):
+                return layer
+        raise unknown_name_error("layer", str(key), [layer.name for layer in self.layers],
+                                 "List the layers with `camonnx layers MODEL`.")
+
+    def select_layers(self, spec: LayerSpec = "all") -> list[Layer]:
+        """``"all"``, ``"suggested"``, or a list of names / indices, in topological order."""
+        if isinstance(spec, str):
+            if spec == "all":
+                return list(self.layers)
+            if spec == "suggested":
+                return [self.suggested_layer]
+            spec = [spec]
+        chosen = {self.layer(key).index for key in spec}
+        if not chosen:
+            raise InputError("No layers selected: give 'all', 'suggested' or at least one layer.")
+        return [self.layers[i] for i in sorted(chosen)]
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def prepare(self, images) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """(N, C, H, W) float32 batch on the explainer's device, and the RGB crops for overlays."""
+        x, crops = prepare_images(images, self.preprocess, channels=self.graph.input.channels or 3)
+        self._check_input(x)
+        return x.to(self.device, torch.float32), crops
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        spec = self.graph.input
+        expected = (spec.channels, spec.height, spec.width)
+        got = tuple(x.shape[1:])
+        if any(e is not None and e != g for e, g in zip(expected, got)):
+            raise InputError(f"The model expects images of (channels, height, width) = "
+                             f"{tuple(e if e is not None else '?' for e in expected)}, got {got}. "
+                             "Pass image files or arrays to let camonnx resize them.")
+        if not torch.isfinite(x).all():
+            raise InputError("The input tensor holds NaN or infinite values.")
+
+    def to_model_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).contiguous() if self.graph.input.layout == "NHWC" else x
+
+    def _chunks(self, n: int, batch_size: int | None):
+        size = self.batch_limit or batch_size or n
+        for start in range(0, n, size):
+            yield slice(start, min(start + size, n))
+
+    # --- forward passes ----------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Named tensors for a prepared NCHW batch: ONNX Runtime where it runs on this device,
+        else the mirror (no autograd). Runs fixed-batch models image by image."""
+        parts: list[dict[str, torch.Tensor]] = []
+        for chunk in self._chunks(x.shape[0], None):
+            xm = self.to_model_layout(x[chunk])
+            if self.runtime is not None:
+                values = self.runtime.run(xm, outputs)
+                parts.append({k: torch.as_tensor(v, device=self.device) for k, v in values.items()})
+            else:
+                with torch.no_grad():
+                    parts.append(self.mirror(xm, outputs))
+        return {name: torch.cat([p[name] for p in parts]) for name in outputs}
+
+    def logits(self, images) -> np.ndarray:
+        x, _ = self.prepare(images)
+        return self.forward(x, [self.graph.logits])[self.graph.logits].cpu().numpy()
+
+    def activations(self, images, layers: LayerSpec = "all") -> dict[str, np.ndarray]:
+        """Every selected layer's activation (N, K, h, w) from one ONNX Runtime run."""
+        chosen = self.select_layers(layers)
+        x, _ = self.prepare(images)
+        values = self.forward(x, list(dict.fromkeys(layer.tensor for layer in chosen)))
+        return {layer.name: values[layer.tensor].cpu().numpy() for layer in chosen}
+
+    def gradients(self, images, targets: TargetLike = None, layers: LayerSpec = "all",
+                  batch_size: int | None = None) -> Gradients:
+        """Logits, activations A and gradients ∂y/∂A of every selected layer, from one forward
+        and one backward of the mirror (per chunk of ``batch_size`` images)."""
+        chosen = self.select_layers(layers)
+        x, _ = self.prepare(images)
+        tensors, logits, grads, classes = self.gradients_tensors(x, targets, chosen, batch_size)
+        return Gradients(
+            logits.cpu().numpy(),
+            {layer.name: tensors[layer.tensor].cpu().numpy() for layer in chosen},
+            {layer.name: grads[layer.tensor].cpu().numpy() for layer in chosen},
+            classes)
+
+    def gradients_tensors(self, x: torch.Tensor, targets: TargetLike, layers: Sequence[Layer],
+                          batch_size: int | None = None):
+        """Torch-level :meth:`gradients` on a prepared batch: (activations, logits, gradients,
+        classes) keyed by tap tensor, all on the explainer's device."""
+        names = list(dict.fromkeys(layer.tensor for layer in layers))
+        acts: list[dict[str, torch.Tensor]] = []
+        grads: list[dict[str, torch.Tensor]] = []
+        logits_parts: list[torch.Tensor] = []
+        classes: list[int] | None = []
+        per_image_targets = _split_targets(targets, x.shape[0])
+        for chunk in self._chunks(x.shape[0], batch_size):
+            # the input requires grad so that every tap joins the autograd graph; autograd.grad
+            # below asks only for the taps, so no gradient flows further back than the first tap
+            xm = self.to_model_layout(x[chunk]).detach().requires_grad_(True)
+            with torch.enable_grad():
+                values = self.mirror(xm, names + [self.graph.logits])
+                logits = values[self.graph.logits]
+                target = resolve(per_image_targets(chunk), logits.detach())
+                score = target(logits).sum()
+                taps = [values[n] for n in names]
+                grad = torch.autograd.grad(score, taps, allow_unused=True)
+            acts.append({n: t.detach() for n, t in zip(names, taps)})
+            grads.append({n: g if g is not None else torch.zeros_like(t)
+                          for n, g, t in zip(names, grad, taps)})
+            logits_parts.append(logits.detach())
+            chunk_classes = target.classes(logits)
+            classes = None if classes is None or chunk_classes is None else classes + chunk_classes
+        cat = lambda parts: {n: torch.cat([p[n] for p in parts]) for n in names}  # noqa: E731
+        return cat(acts), torch.cat(logits_parts), cat(grads), classes
+
+    # --- explanations ------------------------------------------------------------------------
+
+    def explain(self, images, method: str = "gradcam", layers: LayerSpec = "all",
+                targets: TargetLike = None, normalize: str = "local", batch_size: int = 16,
+                seed: int = 0, progress: bool = True, **options) -> "Explanation":
+        """Maps of ``method`` for every selected layer from one forward (+ one backward for
+        gradient methods) per batch of ``batch_size`` images.
+
+        ``normalize``: "local" (per map min-max), "global" (min-max over all selected layers of
+        an image), or "none" (SPEC §4). ``options`` go to the method (e.g.
+        ``scorecam_align_corners``).
+        """
+        from camonnx.explanation import Explanation
+        from camonnx.kernels import upsample_layers
+        from camonnx.methods import Context, LayerData, get_method
+
+        cam = get_method(method)
+        if normalize not in ("local", "global", "none"):
+            raise InputError(f"Unknown normalize={normalize!r}: use 'local', 'global' or 'none'.")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        chosen = self.select_layers(layers)
+        x, crops = self.prepare(images)
+        per_image_targets = _split_targets(targets, x.shape[0])
+        raws: list[list[torch.Tensor]] = [[] for _ in chosen]
+        logits_parts, classes = [], []
+        chunks = list(self._chunks(x.shape[0], batch_size))
+        for chunk in tqdm(chunks, desc=f"{cam.name}", unit="batch", disable=not progress or len(chunks) == 1):
+            xc = x[chunk]
+            if cam.uses_gradients:
+                acts, logits, grads, _ = self.gradients_tensors(xc, per_image_targets(chunk), chosen)
+            else:
+                names = list(dict.fromkeys(layer.tensor for layer in chosen))
+                acts = self.forward(xc, names + [self.graph.logits])
+                logits, grads = acts[self.graph.logits], None
+            target = resolve(per_image_targets(chunk), logits)
+            ctx = Context(self, xc, target, seed=seed, batch_size=max(batch_size, 32),
+                          progress=progress, options=options)
+            for i, layer in enumerate(chosen):
+                data = LayerData(layer, acts[layer.tensor], grads[layer.tensor] if grads else None)
+                raws[i].append(cam.raw_map(data, ctx))
+            logits_parts.append(logits.detach())
+            chunk_classes = target.classes(logits)
+            classes = None if classes is None or chunk_classes is None else classes + chunk_classes
+        raw = [torch.cat(parts) for parts in raws]
+        maps = upsample_layers(raw, tuple(x.shape[2:]), normalize)
+        return Explanation(
+            maps=maps.cpu().numpy(), raw=[r.cpu().numpy() for r in raw],
+            layers=[layer.name for layer in chosen], targets=classes,
+            logits=torch.cat(logits_parts).cpu().numpy(), method=cam.name, normalize=normalize,
+            model=str(self.model_path), images=crops, labels=self.labels,
+            options={"seed": seed, **options})
+
+    # --- load-time probe ---------------------------------------------------------------------
+
+    def _probe(self, check: bool) -> float:
+        """Measure each tap's shape on a probe input and check mirror/ORT parity (SPEC §3)."""
+        spec, (h, w) = self.graph.input, self.preprocess.size
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn((1, spec.channels or 3, h, w), generator=generator).to(self.device)
+        names = [self.graph.logits] + self.graph.tap_tensors
+        with torch.no_grad():
+            mirrored = self.mirror(self.to_model_layout(x), names)
+        shapes = {n: tuple(v.shape[1:]) for n, v in mirrored.items()}
+        self.graph.layers = [layer.with_shape(shapes[layer.tensor], h) for layer in self.layers]
+        if not check or self.runtime is None:
+            return float("nan")
+        reference = self.runtime.run(self.to_model_layout(x), names)
+        worst = 0.0
+        for name in names:
+            ref = torch.as_tensor(np.asarray(reference[name]) if not isinstance(reference[name], torch.Tensor)
+                                  else reference[name]).to(self.device).float()
+            got = mirrored[name].float()
+            scale = max(float(ref.abs().max()), 1e-6)
+            err = float((got - ref).abs().max()) / scale if ref.numel() else 0.0
+            if not err <= PARITY_RTOL:
+                raise ParityError(
+                    f"The torch mirror disagrees with ONNX Runtime at {self._describe(name)}: "
+                    f"max error {err:.2e} of the tensor's scale (tolerance {PARITY_RTOL:.0e}). "
+                    "Please report this model; pass check_parity=False to continue at your risk.")
+            worst = max(worst, err)
+        return worst
+
+    def _describe(self, tensor: str) -> str:
+        for layer in self.layers:
+            if layer.tensor == tensor:
+                return f"layer {layer.name!r} (tensor {tensor!r})"
+        return f"tensor {tensor!r}"
+
+
+def _torch_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"Unknown device {device!r}: use 'cpu' or 'cuda'.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device='cuda' was requested but torch sees no CUDA GPU. Use "
+                          "device='cpu', or install a CUDA build of torch.")
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"Unsupported device {device!r}: use 'cpu' or 'cuda'.")
+    return dev
+
+
+def _fit_recipe(recipe: Preprocess, graph: ModelGraph) -> Preprocess:
+    """The recipe, with its crop size forced to the model's fixed input size if it has one."""
+    h, w = graph.input.height, graph.input.width
+    if h and w and tuple(recipe.size) != (h, w):
+        resize = round(min(h, w) * recipe.resize / min(recipe.size)) if recipe.resize else None
+        return replace(recipe, size=(h, w), resize=resize)
+    return recipe
+
+
+def _split_targets(targets: TargetLike, n: int):
+    """A function chunk → the targets of that chunk (per-image indices are sliced)."""
+    if isinstance(targets, (ClassLogit, ClassProbability)):
+        kind = type(targets)
+        indices = _split_targets(list(targets.indices), n)
+        return lambda chunk: kind(tuple(indices(chunk)))
+    if isinstance(targets, (list, tuple, np.ndarray)) and not isinstance(targets, str):
+        if len(targets) != n:
+            raise InputError(f"{len(targets)} targets were given for a batch of {n} images: give "
+                             "one class index per image, or a single index for all.")
+        return lambda chunk: list(targets[chunk])
+    return lambda chunk: targets

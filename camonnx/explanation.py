@@ -1,0 +1,117 @@
+"""The result of :meth:`Explainer.explain`: maps of every layer, with what produced them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from camonnx.errors import InputError
+
+
+@dataclass
+class Explanation:
+    """Maps for L layers and N images.
+
+    ``maps``: (L, N, H, W) float32 at the input resolution, normalised as ``normalize`` says;
+    ``raw``: per layer, the (N, h, w) unnormalised map at the layer's native resolution;
+    ``layers``: the layer names (topological order); ``targets``: the class index per image
+    (None for a function target); ``logits``: (N, classes); ``images``: the RGB crops the model saw.
+    """
+
+    maps: np.ndarray
+    raw: list[np.ndarray]
+    layers: list[str]
+    targets: list[int] | None
+    logits: np.ndarray
+    method: str
+    normalize: str
+    model: str
+    images: list[np.ndarray] = field(repr=False, default_factory=list)
+    labels: list[str] | None = field(repr=False, default=None)
+    options: dict = field(default_factory=dict)
+
+    def __getitem__(self, layer: str | int) -> np.ndarray:
+        """The (N, H, W) maps of one layer, by name or index."""
+        if isinstance(layer, str):
+            if layer not in self.layers:
+                from camonnx.errors import unknown_name_error
+                raise unknown_name_error("layer", layer, self.layers, "See explanation.layers.")
+            layer = self.layers.index(layer)
+        return self.maps[layer]
+
+    def label(self, i: int) -> str:
+        """Human-readable target of image ``i``: class name when known, else the index."""
+        if self.targets is None:
+            return "custom target"
+        cls = self.targets[i]
+        if self.labels and 0 <= cls < len(self.labels):
+            return f"{self.labels[cls]} ({cls})"
+        return f"class {cls}"
+
+    def save(self, directory: str | os.PathLike, overlays: bool = True) -> Path:
+        """Write ``maps.npz`` (maps, raw maps, logits, targets), ``manifest.json`` and, with
+        ``overlays``, one PNG per image and layer (JET blended with the image). The files are
+        written to a temporary folder beside ``directory`` and moved into it at the end."""
+        import imageio.v3 as iio
+
+        from camonnx.render import overlay
+
+        target = Path(directory)
+        _ensure_writable(target)
+        staging = Path(tempfile.mkdtemp(prefix=".camonnx-", dir=target))
+        try:
+            arrays = {"maps": self.maps, "logits": self.logits,
+                      "targets": np.asarray(self.targets if self.targets is not None else [], np.int64)}
+            arrays.update({f"raw_{i:03d}": r for i, r in enumerate(self.raw)})
+            np.savez_compressed(staging / "maps.npz", **arrays)
+            written = ["maps.npz", "manifest.json"]
+            if overlays and self.images:
+                for n, image in enumerate(self.images):
+                    for l, name in enumerate(self.layers):
+                        filename = f"image{n:02d}_layer{l:03d}_{_slug(name)}.png"
+                        iio.imwrite(staging / filename, overlay(image, self.maps[l, n]))
+                        written.append(filename)
+            (staging / "manifest.json").write_text(json.dumps(self.manifest(written), indent=2))
+            for filename in written:
+                os.replace(staging / filename, target / filename)
+        finally:
+            for leftover in staging.glob("*"):
+                leftover.unlink()
+            staging.rmdir()
+        return target
+
+    def manifest(self, files: list[str] | None = None) -> dict:
+        import camonnx
+        import onnxruntime
+        import torch
+
+        return {
+            "model": self.model, "method": self.method, "normalize": self.normalize,
+            "layers": self.layers, "targets": self.targets,
+            "target_labels": [self.label(i) for i in range(self.maps.shape[1])],
+            "shape": list(self.maps.shape), "options": self.options, "files": files or [],
+            "versions": {"camonnx": camonnx.__version__, "python": platform.python_version(),
+                         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        }
+
+
+def _ensure_writable(target: Path) -> None:
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"Cannot create output directory {target}: {exc.strerror}. Choose a "
+                         "writable --out location.") from None
+    if not os.access(target, os.W_OK):
+        raise InputError(f"Output directory {target} is not writable. Choose a writable --out "
+                         "location.")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "layer"

@@ -1,0 +1,100 @@
+"""CAM methods, registered by name (SPEC §4).
+
+Each method is one small file: a subclass of :class:`CamMethod` whose ``weights`` turns a layer's
+activations A (N, K, h, w) and gradients g into channel weights (N, K) or element weights
+(N, K, h, w); the shared base combines them with the compiled weighted-channel-sum kernel into the
+raw map M (N, h, w) at the layer's native resolution. Methods that are not a weighted sum (Eigen-CAM)
+override ``raw_map``. A new method is a new file imported at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from camonnx.errors import unknown_name_error
+from camonnx.graph import Layer
+from camonnx.kernels import weighted_channel_sum
+from camonnx.targets import ClassLogit, ClassProbability, Target
+
+
+@dataclass
+class LayerData:
+    """One layer's inputs to a method, all on the explainer's device."""
+
+    layer: Layer
+    activations: torch.Tensor  # (N, K, h, w)
+    gradients: torch.Tensor | None  # (N, K, h, w), None for gradient-free methods
+
+
+@dataclass
+class Context:
+    """What methods that re-run the model need: the explainer, the batch and its targets."""
+
+    explainer: Any
+    x: torch.Tensor  # the prepared NCHW batch
+    target: Target
+    seed: int = 0
+    batch_size: int = 64
+    progress: bool = True
+    options: dict = field(default_factory=dict)
+
+    def image_target(self, i: int, copies: int) -> Target:
+        """The target of image ``i`` for a batch of ``copies`` variants of that image."""
+        if isinstance(self.target, (ClassLogit, ClassProbability)):
+            return type(self.target)((self.target.indices[i],) * copies)
+        return self.target
+
+    def scores(self, xs: torch.Tensor, i: int) -> torch.Tensor:
+        """Target scores of image ``i``'s variants ``xs`` (M, C, H, W), in chunks, no autograd."""
+        out = []
+        for start in range(0, xs.shape[0], self.batch_size):
+            chunk = xs[start:start + self.batch_size]
+            logits = self.explainer.forward(chunk, [self.explainer.graph.logits])
+            logits = logits[self.explainer.graph.logits]
+            out.append(self.image_target(i, chunk.shape[0])(logits).detach().float())
+        return torch.cat(out)
+
+
+class CamMethod:
+    """Base of every method: M = ReLU(Σ_k w_k A_k) from the weights the subclass computes."""
+
+    name: ClassVar[str] = ""
+    uses_gradients: ClassVar[bool] = True
+    #: How weights combine with A: "channel" (N,K), "elementwise" or "elementwise_relu" (N,K,h,w).
+    combine: ClassVar[str] = "channel"
+
+    def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define weights() or raw_map()")
+
+    def raw_map(self, data: LayerData, ctx: Context) -> torch.Tensor:
+        weights = self.weights(data, ctx).float().contiguous()
+        return weighted_channel_sum(data.activations.float().contiguous(), weights, self.combine, relu=True)
+
+
+METHODS: dict[str, type[CamMethod]] = {}
+
+
+def register(cls: type[CamMethod]) -> type[CamMethod]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> CamMethod:
+    """A method instance by name; an unknown name lists the known ones."""
+    key = name.lower().replace("_", "").replace("-", "") if name not in METHODS else name
+    aliases = {m.replace("-", "").replace("_", ""): m for m in METHODS}
+    if name in METHODS:
+        return METHODS[name]()
+    if key in aliases:
+        return METHODS[aliases[key]]()
+    raise unknown_name_error("method", name, METHODS,
+                             f"Known methods: {', '.join(sorted(METHODS))}.")
+
+
+from camonnx.methods import (  # noqa: E402,F401  (importing registers them)
+    ablationcam, eigencam, eigengradcam, elementwise, gradcam, gradcampp, hirescam, layercam,
+    randomcam, scorecam, xgradcam,
+)

@@ -1,0 +1,52 @@
+"""Ablation-CAM (Desai & Ramaswamy, 2020)."""
+
+import torch
+from tqdm.auto import tqdm
+
+from camonnx.methods import CamMethod, Context, LayerData, register
+
+EPS = 1e-7
+
+
+@register
+class AblationCAM(CamMethod):
+    """w_k = (y − y_k) / (y + ε), ε = 1e-7, y_k the score with channel k of the tap zeroed;
+    M = ReLU(Σ_k w_k A_k). Only the network after the tap is re-run (the mirror overrides the tap
+    and the tensors the rest of the network reads from before it), batched over channels."""
+
+    name = "ablationcam"
+    uses_gradients = False
+
+    def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
+        explainer = ctx.explainer
+        mirror, logits_name = explainer.mirror, explainer.graph.logits
+        tensor = data.layer.tensor
+        frontier = mirror.frontier(tensor)
+        x_model = explainer.to_model_layout(ctx.x)
+        with torch.no_grad():
+            clean = mirror(x_model, frontier + [logits_name]) if frontier else mirror(x_model, [logits_name])
+        n, k = data.activations.shape[:2]
+        weights = torch.empty((n, k), device=data.activations.device)
+        bar = tqdm(total=n * k, desc=f"ablationcam {data.layer.name}", unit="channel",
+                   disable=not ctx.progress, leave=False)
+        for i in range(n):
+            y = ctx.image_target(i, 1)(clean[logits_name][i:i + 1]).float()
+            scores = []
+            for start in range(0, k, ctx.batch_size):
+                channels = torch.arange(start, min(start + ctx.batch_size, k), device=weights.device)
+                ablated = data.activations[i:i + 1].repeat(len(channels), 1, 1, 1)
+                ablated[torch.arange(len(channels)), channels] = 0
+                overrides = {name: _expand(clean[name][i:i + 1], len(channels)) for name in frontier}
+                overrides[tensor] = ablated.to(data.activations.dtype)
+                with torch.no_grad():
+                    logits = mirror(x_model[i:i + 1].expand(len(channels), *x_model.shape[1:]),
+                                    [logits_name], overrides)[logits_name]
+                scores.append(ctx.image_target(i, len(channels))(logits).float())
+                bar.update(len(channels))
+            weights[i] = (y - torch.cat(scores)) / (y + EPS)
+        bar.close()
+        return weights
+
+
+def _expand(value: torch.Tensor, copies: int) -> torch.Tensor:
+    return value.expand(copies, *value.shape[1:]) if value.dim() else value

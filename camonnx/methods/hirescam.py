@@ -1,0 +1,16 @@
+"""HiResCAM (Draelos & Carin, 2020)."""
+
+import torch
+
+from camonnx.methods import CamMethod, Context, LayerData, register
+
+
+@register
+class HiResCAM(CamMethod):
+    """M = ReLU(Σ_k g_k ⊙ A_k)."""
+
+    name = "hirescam"
+    combine = "elementwise"
+
+    def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
+        return data.gradients

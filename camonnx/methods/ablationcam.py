@@ -23,8 +23,8 @@ class AblationCAM(CamMethod):
         tensor = data.layer.tensor
         frontier = mirror.frontier(tensor)
         x_model = explainer.to_model_layout(ctx.x)
-        with torch.no_grad():
-            clean = mirror(x_model, frontier + [logits_name]) if frontier else mirror(x_model, [logits_name])
+        with torch.no_grad():  # the mirror's own tap: y and y_k then differ by the ablation only
+            clean = mirror(x_model, frontier + [tensor, logits_name])
         n, k = data.activations.shape[:2]
         weights = torch.empty((n, k), device=data.activations.device)
         bar = tqdm(total=n * k, desc=f"ablationcam {data.layer.name}", unit="channel",
@@ -34,10 +34,10 @@ class AblationCAM(CamMethod):
             scores = []
             for start in range(0, k, ctx.batch_size):
                 channels = torch.arange(start, min(start + ctx.batch_size, k), device=weights.device)
-                ablated = data.activations[i:i + 1].repeat(len(channels), 1, 1, 1)
+                ablated = clean[tensor][i:i + 1].repeat(len(channels), 1, 1, 1)
                 ablated[torch.arange(len(channels)), channels] = 0
                 overrides = {name: _expand(clean[name][i:i + 1], len(channels)) for name in frontier}
-                overrides[tensor] = ablated.to(data.activations.dtype)
+                overrides[tensor] = ablated
                 with torch.no_grad():
                     logits = mirror(x_model[i:i + 1].expand(len(channels), *x_model.shape[1:]),
                                     [logits_name], overrides)[logits_name]

@@ -255,6 +255,7 @@ class Explainer:
             target = resolve(per_image_targets(chunk), logits)
             ctx = Context(self, xc, target, seed=seed, batch_size=max(batch_size, 32),
                           progress=progress, options=options)
+            cam.begin(ctx, chosen)
             for i, layer in enumerate(chosen):
                 data = LayerData(layer, acts[layer.tensor], grads[layer.tensor] if grads else None)
                 raws[i].append(cam.raw_map(data, ctx))

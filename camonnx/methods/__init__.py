@@ -66,6 +66,10 @@ class CamMethod:
     #: How weights combine with A: "channel" (N,K), "elementwise" or "elementwise_relu" (N,K,h,w).
     combine: ClassVar[str] = "channel"
 
+    def begin(self, ctx: Context, layers: list[Layer]) -> None:
+        """Called once per batch before the per-layer maps: a method that needs one extra pass
+        for all layers (e.g. over noisy copies) runs it here and keeps the result in ``ctx``."""
+
     def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} must define weights() or raw_map()")
 

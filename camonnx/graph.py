@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +48,10 @@ class Layer:
     ops: tuple[str, ...]
     shape: tuple[int, ...] = ()
     stride: float = 0.0
+    #: Index of the Conv node in the graph's (topological) node list.
+    position: int = 0
+    #: Whether the conv itself is strided (its tap is a Gradual Extrapolation step, SPEC §6).
+    strided: bool = False
 
     @property
     def channels(self) -> int:
@@ -55,8 +59,7 @@ class Layer:
 
     def with_shape(self, shape: tuple[int, ...], input_height: int) -> "Layer":
         stride = input_height / shape[1] if len(shape) >= 2 and shape[1] else 0.0
-        return Layer(self.index, self.name, self.tensor, self.conv_node, self.ops, tuple(shape),
-                     float(stride))
+        return replace(self, shape=tuple(shape), stride=float(stride))
 
     def to_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "tensor": self.tensor,
@@ -96,6 +99,14 @@ class ModelGraph:
     nodes: list[Node] = field(repr=False, default_factory=list)
 
     @property
+    def pool_steps(self) -> list[tuple[int, str]]:
+        """(node position, output tensor) of every MaxPool/AveragePool with a stride > 1: the
+        Gradual Extrapolation steps that are not conv taps (SPEC §6). Exposed as outputs too."""
+        return [(i, node.outputs[0]) for i, node in enumerate(self.nodes)
+                if node.op_type in ("MaxPool", "AveragePool")
+                and any(int(v) > 1 for v in node.attr("strides", []) or [])]
+
+    @property
     def tap_tensors(self) -> list[str]:
         """Distinct tap tensors in topological order (two convs may share a block tap)."""
         return list(dict.fromkeys(layer.tensor for layer in self.layers))
@@ -131,9 +142,10 @@ def load_graph(model: str | os.PathLike | onnx.ModelProto, tap: TapMode = "block
             "conv layers. Export a CNN, or check that the export did not fuse convolutions "
             "into custom ops.")
     layers = _with_inferred_shapes(layers, inferred, graph_input)
-    prepared = _expose(proto, [layer.tensor for layer in layers] + [logits], inferred)
-    return ModelGraph(path, proto, opset, graph_input, output, logits, softmax, layers, prepared,
-                      nodes)
+    graph = ModelGraph(path, proto, opset, graph_input, output, logits, softmax, layers, proto, nodes)
+    exposed = [layer.tensor for layer in layers] + [t for _, t in graph.pool_steps] + [logits]
+    graph.prepared = _expose(proto, exposed, inferred)
+    return graph
 
 
 # --- loading and checking --------------------------------------------------------------------
@@ -176,7 +188,7 @@ def _check(path: Path | None, proto: onnx.ModelProto) -> None:
         else:
             onnx.checker.check_model(proto)
     except Exception as exc:
-        raise ModelLoadError(f"{_label(path)} fails the ONNX checker: {str(exc).strip()}. "
+        raise ModelLoadError(f"{_label(path)} fails the ONNX checker: {str(exc).strip().rstrip('.')}. "
                              "Re-export the model with a current exporter.") from None
 
 
@@ -315,7 +327,7 @@ def _find_taps(nodes: list[Node], shapes, tap: TapMode, proto: onnx.ModelProto) 
     layers: list[Layer] = []
     used_names: set[str] = set()
     conv_index = 0
-    for node in nodes:
+    for position, node in enumerate(nodes):
         if node.op_type != "Conv":
             continue
         current, ops = node.outputs[0], [node.op_type]
@@ -329,7 +341,9 @@ def _find_taps(nodes: list[Node], shapes, tap: TapMode, proto: onnx.ModelProto) 
         if name in used_names:
             name = f"{name}#{conv_index}"
         used_names.add(name)
-        layers.append(Layer(len(layers), name, current, node.name or name, tuple(ops)))
+        strided = any(int(v) > 1 for v in node.attr("strides", []) or [])
+        layers.append(Layer(len(layers), name, current, node.name or name, tuple(ops),
+                            position=position, strided=strided))
         conv_index += 1
     return layers
 

@@ -37,17 +37,19 @@ class Mirror(torch.nn.Module):
         self.output_name = graph.output
         constants = initializer_arrays(graph.model)
         self._check_inputs(graph, constants)
-        specs: list[tuple[Node, OpSpec]] = []
-        for node in graph.nodes:
-            specs.append((node, lookup(node, constants)))  # raises before any compute
+        # Every op is checked before any compute of the model; nodes whose inputs are all
+        # constants are folded as we go, so later checks see their values (e.g. a Constant False
+        # feeding Dropout's training_mode).
         self._const: dict[str, torch.Tensor] = {}
         self._buffer_names: dict[str, str] = {}
         for name, array in constants.items():
             self._store_constant(name, torch.from_numpy(np.array(array)))
         self._program: list[tuple[Node, OpSpec]] = []
-        for node, spec in specs:
+        for node in graph.nodes:
+            spec = lookup(node, constants)
             if all(not i or i in self._const for i in node.inputs):
-                self._fold(node, spec)
+                for name in self._fold(node, spec):
+                    constants[name] = self._const[name].numpy()
             else:
                 self._program.append((node, spec))
         self._producer = {out: i for i, (node, _) in enumerate(self._program) for out in node.outputs}
@@ -71,7 +73,7 @@ class Mirror(torch.nn.Module):
         self._buffer_names[name] = buffer
         self._const[name] = value
 
-    def _fold(self, node: Node, spec: OpSpec) -> None:
+    def _fold(self, node: Node, spec: OpSpec) -> list[str]:
         inputs = [self._constant(i) if i else None for i in node.inputs]
         with torch.no_grad():
             try:
@@ -80,9 +82,12 @@ class Mirror(torch.nn.Module):
                 raise UnsupportedModelError(
                     f"Could not evaluate constant {node.describe()}: {type(exc).__name__}: {exc}"
                 ) from None
+        folded = []
         for name, value in zip(node.outputs, _as_tuple(result)):
             if name:
                 self._store_constant(name, value)
+                folded.append(name)
+        return folded
 
     def _constant(self, name: str) -> torch.Tensor:
         return getattr(self, self._buffer_names[name])

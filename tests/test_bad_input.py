@@ -21,12 +21,12 @@ def _save(tmp_path, nodes, inputs, outputs, inits=(), opset=13, name="m.onnx"):
     return path
 
 
-def _conv_model(tmp_path, extra_nodes=(), out="y", opset=13, name="m.onnx"):
+def _conv_model(tmp_path, extra_nodes=(), out="y", out_shape=("N", 2), opset=13, name="m.onnx"):
     w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32) * 0.1, "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
              *extra_nodes]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
-    y = helper.make_tensor_value_info(out, TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info(out, TensorProto.FLOAT, list(out_shape))
     return _save(tmp_path, nodes, [x], [y], [w], opset, name)
 
 
@@ -67,7 +67,7 @@ def test_model_without_image_input(tmp_path):
 
 def test_model_without_conv(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 8])
     path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [x], [y])
     out = _cli_error(["layers", str(path)])
     assert "no Conv node" in out

@@ -73,8 +73,9 @@ def lookup(node: Node, constants: Mapping[str, np.ndarray]) -> OpSpec:
     """The implementation of ``node``, after its load-time check; raise if unsupported."""
     if node.domain not in ("", "ai.onnx"):
         raise UnsupportedModelError(
-            f"Unsupported operator {node.domain}.{node.op_type} in node {node.name!r}: camonnx's "
-            "mirror implements the standard ONNX domain only. Re-export without custom ops."
+            f"Unsupported operator {node.domain}.{node.op_type} in node {node.name!r} (model "
+            f"opset {node.opset}): camonnx's mirror implements the standard ONNX domain only. "
+            "Re-export without custom ops."
         )
     spec = OPS.get(node.op_type)
     if spec is None:

@@ -40,9 +40,13 @@ def div(node: Node, a, b):
 
 @register("Pow")
 def pow_(node: Node, a, b):
-    if b.dtype != a.dtype:
-        b = b.to(a.dtype)
-    return torch.pow(a, b)
+    """Pow; the result has the base's type. An integer base with a float exponent is computed in
+    float64 and truncated toward zero, as ONNX Runtime does (``static_cast<T>(std::pow(…))``)."""
+    if b.dtype == a.dtype:
+        return torch.pow(a, b)
+    if not a.is_floating_point() and b.is_floating_point():
+        return torch.pow(a.double(), b.double()).to(a.dtype)
+    return torch.pow(a, b.to(a.dtype))
 
 
 @register("Sum")

@@ -75,6 +75,20 @@ def conv(node: Node, x, w, b=None):
 
 @register("ConvTranspose", check=_check_auto_pad)
 def conv_transpose(node: Node, x, w, b=None):
+    """ONNX ConvTranspose, with ONNX Runtime's placement of the output window.
+
+    The full transposed convolution has ``(i − 1)·s + (k − 1)·d + 1`` cells per axis, plus
+    ``output_padding`` cells at the end that no input reaches (bias only). The output is that
+    window cropped by ``pads`` (begin, end). With ``output_shape`` (or ``auto_pad=SAME_*``, whose
+    target is ``i·s``) the total padding is ``full − target``: SAME_UPPER puts ``total//2`` at
+    the begin, otherwise (NOTSET, SAME_LOWER) ``total − total//2``, as the ONNX spec states.
+    Without ``output_shape``, SAME_UPPER puts ``total//2`` at the begin and SAME_LOWER the rest.
+    A negative total from ``output_shape`` (a target larger than the full output, which ONNX
+    Runtime allows within one stride) extends the end with bias-only cells; for SAME without
+    ``output_shape`` ONNX Runtime clamps the total at 0 (output = full, not ``i·s``) and so does
+    the mirror. torch's ``output_padding < stride`` limit is
+    avoided by padding the bias-free result ourselves and adding the bias last.
+    """
     n = w.dim() - 2
     group = int(node.attr("group", 1))
     kernel = list(w.shape[2:])
@@ -82,18 +96,24 @@ def conv_transpose(node: Node, x, w, b=None):
     dilations = _ints(node, "dilations", n, 1)
     output_padding = _ints(node, "output_padding", n, 0)
     in_sizes = list(x.shape[2:])
-    full = [(i - 1) * s + ((k - 1) * d + 1) + op
+    full = [(i - 1) * s + (k - 1) * d + 1 + op
             for i, s, k, d, op in zip(in_sizes, strides, kernel, dilations, output_padding)]
     output_shape = node.attr("output_shape")
     auto_pad = node.attr("auto_pad", "NOTSET")
     if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        target = ([int(v) for v in output_shape][-n:] if output_shape is not None
-                  else [i * s for i, s in zip(in_sizes, strides)])
+        if output_shape is not None:
+            target = [int(v) for v in output_shape][-n:]
+        else:  # ORT never extends a SAME output (kernel < stride): the total is at least 0
+            target = [min(i * s, f) for i, s, f in zip(in_sizes, strides, full)]
+        upper = auto_pad == "SAME_UPPER"
         begins, ends = [], []
         for f, t in zip(full, target):
             total = f - t
-            # ONNX: SAME_UPPER (the default when output_shape is given) puts the extra at the end.
-            first = total // 2 if auto_pad != "SAME_LOWER" else total - total // 2
+            if total < 0:
+                begins.append(0)
+                ends.append(total)
+                continue
+            first = total // 2 if upper else total - total // 2
             begins.append(first)
             ends.append(total - first)
     elif auto_pad == "VALID":
@@ -101,11 +121,12 @@ def conv_transpose(node: Node, x, w, b=None):
     else:
         pads = _ints(node, "pads", 2 * n, 0)
         begins, ends = pads[:n], pads[n:]
-    y = _CONV_T[n](x, w, b, strides, 0, output_padding, group, dilations)
-    slices = [slice(None), slice(None)]
-    for size, bgn, end in zip(y.shape[2:], begins, ends):
-        slices.append(slice(bgn, size - end))
-    return y[tuple(slices)]
+    y = _CONV_T[n](x, w, None, strides, 0, 0, group, dilations)
+    # F.pad crops with negative amounts: (−begin) at the front, (output_padding − end) at the back
+    y = F.pad(y, _torch_pad([-v for v in begins] + [op - e for op, e in zip(output_padding, ends)]))
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * n)
+    return y
 
 
 def _check_batch_norm(node: Node, constants) -> None:
@@ -130,17 +151,16 @@ def instance_norm(node: Node, x, scale, bias):
 @register("LRN")
 def lrn(node: Node, x):
     """y = x / (bias + alpha/size · Σ_{c' in window} x_{c'}²)^beta, window
-    [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] as ONNX states (torch's own LRN centres even windows
-    the other way)."""
+    [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] clipped to the channels, as ONNX states (torch's own
+    LRN centres even windows the other way)."""
     size = int(node.attr("size"))
     alpha = float(node.attr("alpha", 1e-4))
     beta = float(node.attr("beta", 0.75))
     bias = float(node.attr("bias", 1.0))
-    sq = (x * x).unsqueeze(1)  # (N, 1, C, …)
     lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-    pad = [0, 0] * (x.dim() - 2) + [lo, hi]
-    sq = F.pad(sq, pad)
-    window_sum = F.avg_pool3d(sq.flatten(3), (size, 1, 1), stride=1).reshape(x.shape) * size
+    sq = (x * x).reshape(x.shape[0], 1, x.shape[1], -1)  # (N, 1, C, rest)
+    sq = F.pad(sq, [0, 0, lo, hi])
+    window_sum = F.avg_pool2d(sq, (size, 1), stride=1, divisor_override=1).reshape(x.shape)
     return x / (bias + alpha / size * window_sum) ** beta
 
 
@@ -148,52 +168,94 @@ def _check_pool(node: Node, constants) -> None:
     _check_auto_pad(node, constants)
     if node.op_type == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]:
         raise node.unsupported("Indices output")
-    if node.op_type == "AveragePool" and any(d != 1 for d in node.attr("dilations", [1])):
-        raise node.unsupported("dilations")
+    if node.attr("kernel_shape") is None:
+        raise node.unsupported("missing kernel_shape")
 
 
 def _pool_geometry(node: Node, x):
+    """Kernel, strides, dilations, ONNX pads, and the extra end padding that makes a floor-mode
+    pool produce ONNX's output size.
+
+    ONNX (and ONNX Runtime) output size per axis: ``⌊(i + pb + pe − ((k−1)·d + 1)) / s⌋ + 1``, or
+    with ``ceil_mode`` the ceiling, minus one if that last window would start at or past
+    ``i + pb`` (inside the end padding), as ORT and torch both drop such a window. The windows a
+    ceil-mode output adds beyond the padded input read only "missing" cells (never counted).
+    """
     kernel = [int(k) for k in node.attr("kernel_shape")]
     n = len(kernel)
     strides = _ints(node, "strides", n, 1)
     dilations = _ints(node, "dilations", n, 1)
     pads = _resolve_pads(node, x, kernel, strides, dilations)
-    return kernel, strides, dilations, pads, bool(node.attr("ceil_mode", 0))
+    ceil_mode = bool(node.attr("ceil_mode", 0))
+    extra = []
+    for i, (size, k, s, d) in enumerate(zip(x.shape[2:], kernel, strides, dilations)):
+        span = size + pads[i] + pads[i + n]
+        reach = (k - 1) * d + 1
+        out = (span - reach) // s + 1
+        if ceil_mode:
+            out = -(-(span - reach) // s) + 1
+            if (out - 1) * s >= size + pads[i]:
+                out -= 1
+        extra.append(max((out - 1) * s + reach - span, 0))
+    return kernel, strides, dilations, pads, extra
+
+
+def _pool_pad(pads, extra) -> list[int]:
+    n = len(extra)
+    return _torch_pad(list(pads[:n]) + [e + x for e, x in zip(pads[n:], extra)])
 
 
 @register("MaxPool", check=_check_pool)
 def max_pool(node: Node, x):
-    kernel, strides, dilations, pads, ceil_mode = _pool_geometry(node, x)
-    n = len(kernel)
-    if any(pads):
-        x = F.pad(x, _torch_pad(pads), value=float("-inf"))
-    return _MAX_POOL[n](x, kernel, strides, 0, dilations, ceil_mode=ceil_mode)
+    kernel, strides, dilations, pads, extra = _pool_geometry(node, x)
+    if any(pads) or any(extra):
+        x = F.pad(x, _pool_pad(pads, extra), value=float("-inf"))
+    return _MAX_POOL[len(kernel)](x, kernel, strides, 0, dilations)
 
 
 @register("AveragePool", check=_check_pool)
 def average_pool(node: Node, x):
     """Window sum divided by the window's cells inside the padded input (count_include_pad=1)
-    or inside the original input (count_include_pad=0), as ONNX Runtime counts them."""
-    kernel, strides, _, pads, ceil_mode = _pool_geometry(node, x)
+    or inside the original input (count_include_pad=0), as ONNX Runtime counts them; cells that
+    only ceil_mode adds are never counted. Dilations (opset 19) spread the window."""
+    kernel, strides, dilations, pads, extra = _pool_geometry(node, x)
     n = len(kernel)
-    include_pad = bool(node.attr("count_include_pad", 0))
-    if not any(pads) and not ceil_mode:
+    if not any(pads) and not any(extra) and all(d == 1 for d in dilations):
         return _AVG_POOL[n](x, kernel, strides, 0)
-    tp = _torch_pad(pads)
-    padded = F.pad(x, tp)
+    include_pad = bool(node.attr("count_include_pad", 0))
     ones = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
-    valid = F.pad(ones, tp, value=1.0 if include_pad else 0.0)
-    sums = _window_sum(padded, kernel, strides, ceil_mode)
-    counts = _window_sum(valid, kernel, strides, ceil_mode)
+    valid = F.pad(ones, _torch_pad(pads), value=1.0 if include_pad else 0.0)
+    valid = F.pad(valid, _torch_pad([0] * n + list(extra)))
+    padded = F.pad(x, _pool_pad(pads, extra))
+    channels = x.shape[1]
+    box = torch.ones((channels, 1) + tuple(kernel), dtype=x.dtype, device=x.device)
+    sums = _CONV[n](padded, box, None, strides, 0, dilations, channels)
+    counts = _CONV[n](valid, box[:1], None, strides, 0, dilations, 1)
     return sums / counts.clamp_min(1.0)
 
 
-def _window_sum(x, kernel, strides, ceil_mode):
-    """Exact window sums (partial ceil-mode windows sum only the cells that exist)."""
-    if x.dim() == 3:
-        return _window_sum(x.unsqueeze(2), [1] + list(kernel), [1] + list(strides), ceil_mode).squeeze(2)
-    pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
-    return pool(x, kernel, strides, 0, ceil_mode=ceil_mode, divisor_override=1)
+def _check_layer_norm(node: Node, constants) -> None:
+    if int(node.attr("stash_type", 1)) != 1:
+        raise node.unsupported(f"stash_type={node.attr('stash_type')}")
+
+
+@register("LayerNormalization", check=_check_layer_norm)
+def layer_norm(node: Node, x, scale, bias=None):
+    """Normalise over the axes ``axis…rank−1`` (biased variance), then ``· scale + bias``
+    (both broadcast). Optional outputs: Mean and InvStdDev with those axes kept as size 1."""
+    axis = int(node.attr("axis", -1))
+    axis = axis + x.dim() if axis < 0 else axis
+    dims = tuple(range(axis, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    centred = x - mean
+    inv_std = torch.rsqrt((centred * centred).mean(dim=dims, keepdim=True)
+                          + float(node.attr("epsilon", 1e-5)))
+    y = centred * inv_std * scale
+    if bias is not None:
+        y = y + bias
+    if len(node.outputs) > 1:
+        return y, mean, inv_std
+    return y
 
 
 @register("GlobalAveragePool")
@@ -236,7 +298,11 @@ def _check_dropout(node: Node, constants) -> None:
 
 @register("Dropout", check=_check_dropout)
 def dropout(node: Node, x, *_):
-    """Inference: identity; the optional mask output is all ones (nothing dropped)."""
+    """Inference: identity. The optional mask output follows ONNX Runtime, the runtime the mirror
+    must agree with: before opset 12 ORT fills it with zeros (type T at opset < 10, bool after),
+    from opset 12 with True (nothing dropped, as the ONNX reference does)."""
     if len(node.outputs) > 1 and node.outputs[1]:
-        return x, torch.ones_like(x, dtype=torch.bool)
+        if node.opset >= 12:
+            return x, torch.ones_like(x, dtype=torch.bool)
+        return x, torch.zeros_like(x, dtype=torch.bool if node.opset >= 10 else x.dtype)
     return x

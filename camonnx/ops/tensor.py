@@ -35,14 +35,21 @@ def identity(node: Node, x):
     return x
 
 
+_CONSTANT_KEYS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
 def _check_constant(node: Node, constants) -> None:
-    if "sparse_value" in node.attrs:
-        raise node.unsupported("sparse_value attribute")
+    if not any(key in node.attrs for key in _CONSTANT_KEYS):
+        found = ", ".join(node.attrs) or "no attribute"
+        raise node.unsupported(f"Constant with {found} (only numeric value attributes)")
+    value = node.attrs.get("value")
+    if value is not None and np.asarray(value).dtype.kind not in "biuf":
+        raise node.unsupported(f"Constant of dtype {np.asarray(value).dtype}")
 
 
 @register("Constant", check=_check_constant)
 def constant(node: Node):
-    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+    for key in _CONSTANT_KEYS:
         if key in node.attrs:
             value = np.asarray(node.attrs[key])
             if key.startswith("value_int"):
@@ -60,12 +67,25 @@ def constant_of_shape(node: Node, shape):
     return fill.expand(_ints(shape)).clone().to(shape.device)
 
 
-@register("Cast")
-def cast(node: Node, x):
-    to = int(node.attr("to"))
+def _check_cast(node: Node, constants) -> None:
+    to = int(node.attr("to", 0))
     if to not in _ONNX_TO_TORCH:
-        raise node.unsupported(f"cast to ONNX type {to}")
-    return x.to(_ONNX_TO_TORCH[to])
+        raise node.unsupported(f"cast to ONNX type {to} ({_type_name(to)})")
+
+
+def _type_name(to: int) -> str:
+    try:
+        import onnx
+
+        return onnx.TensorProto.DataType.Name(to)
+    except Exception:
+        return "unknown"
+
+
+@register("Cast", check=_check_cast)
+def cast(node: Node, x):
+    """Cast; float → int truncates toward zero and float → bool is ``x != 0``, as in ONNX."""
+    return x.to(_ONNX_TO_TORCH[int(node.attr("to"))])
 
 
 @register("CastLike")
@@ -91,7 +111,7 @@ def size(node: Node, x):
 def flatten(node: Node, x):
     axis = int(node.attr("axis", 1))
     axis = axis + x.dim() if axis < 0 else axis
-    return x.reshape(int(math.prod(x.shape[:axis])), -1)
+    return x.reshape(int(math.prod(x.shape[:axis])), int(math.prod(x.shape[axis:])))
 
 
 @register("Reshape")
@@ -111,10 +131,12 @@ def transpose(node: Node, x):
 
 @register("Squeeze")
 def squeeze(node: Node, x, axes_t=None):
+    """Squeeze the given axes; no axes (omitted, or an empty axes input as ONNX Runtime reads
+    it) squeezes every size-1 axis."""
     axes = _axes(node, x, axes_t)
-    if axes is None:
+    if not axes:
         return x.squeeze()
-    return x.squeeze(tuple(axes)) if axes else x
+    return x.squeeze(tuple(axes))
 
 
 @register("Unsqueeze")
@@ -160,7 +182,17 @@ def tile(node: Node, x, repeats):
 
 @register("Range")
 def range_(node: Node, start, limit, delta):
-    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device)
+    """``max(⌈(limit − start) / delta⌉, 0)`` values (an empty range is not an error). ONNX's
+    function body accumulates ``v += delta`` in the input type, as ONNX Runtime does: a float
+    range is a cumulative sum in its dtype, not ``start + i·delta``."""
+    count = max(int(math.ceil((limit - start).item() / delta.item())), 0)
+    if count == 0:
+        return torch.zeros(0, dtype=start.dtype, device=start.device)
+    if not start.is_floating_point():
+        return torch.arange(count, dtype=start.dtype, device=start.device) * delta + start
+    steps = delta.reshape(1).expand(count).clone()
+    steps[0] = start
+    return torch.cumsum(steps, 0)
 
 
 @register("Gather")
@@ -206,7 +238,11 @@ def slice_(node: Node, x, starts=None, ends=None, axes=None, steps=None):
 
 
 def _slice_indices(start: int, end: int, step: int, dim: int) -> list[int]:
-    """The indices ONNX Slice selects, with its clamping rules for out-of-range starts/ends."""
+    """The indices ONNX Slice selects. Negative starts/ends count from the end; then for a
+    positive step start and end are clamped to [0, dim], for a negative step start to
+    [0, dim − 1] and end to [−1, dim − 1] (−1 meaning "through index 0")."""
+    if step == 0:
+        raise ValueError("Slice step 0")
     if start < 0:
         start += dim
     if end < 0:
@@ -214,7 +250,7 @@ def _slice_indices(start: int, end: int, step: int, dim: int) -> list[int]:
     if step > 0:
         start, end = min(max(start, 0), dim), min(max(end, 0), dim)
     else:
-        start, end = min(max(start, -1), dim - 1), min(max(end, -1), dim - 1)
+        start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
     return list(range(start, end, step))
 
 
@@ -228,7 +264,8 @@ def _check_pad(node: Node, constants) -> None:
 def pad(node: Node, x, pads_t=None, value_t=None, axes_t=None):
     mode = node.attr("mode", "constant")
     if node.opset < 11:
-        pads, value = [int(p) for p in node.attr("pads", node.attr("paddings"))], float(node.attr("value", 0.0))
+        pads = [int(p) for p in node.attr("pads", node.attr("paddings"))]
+        value = float(node.attr("value", 0.0))
     else:
         pads = _ints(pads_t)
         value = value_t.item() if value_t is not None and value_t.numel() else 0.0
@@ -277,13 +314,25 @@ def _prod(x, dims, keepdim):
     return x
 
 
+#: Each reduction over an empty set of axes (``noop_with_empty_axes=1``): its elementwise part
+#: alone, as ONNX Runtime computes it (ReduceL2 → |x|, ReduceSumSquare → x², …).
+_REDUCE_NOTHING = {
+    "ReduceL1": torch.abs,
+    "ReduceL2": torch.abs,
+    "ReduceSumSquare": lambda x: x * x,
+}
+
+
 def _reduce(node: Node, x, axes_t=None):
+    """Reductions. Axes come from the attribute before opset 18 (ReduceSum: 13) and from the
+    optional input after. No axes (omitted or empty) reduces every axis, unless
+    ``noop_with_empty_axes=1`` (input form only), which reduces none."""
     since = _AXES_INPUT_SINCE.get(node.op_type, 18)
     axes = _axes(node, x, axes_t if node.opset >= since else None)
     keepdims = bool(node.attr("keepdims", 1))
     if not axes:
-        if axes is not None or (node.opset >= since and node.attr("noop_with_empty_axes", 0)):
-            return x
+        if node.opset >= since and node.attr("noop_with_empty_axes", 0):
+            return _REDUCE_NOTHING.get(node.op_type, lambda v: v)(x)
         axes = list(range(x.dim()))
     return _REDUCE[node.op_type](x, tuple(axes), keepdims)
 
@@ -315,16 +364,18 @@ def argmin(node: Node, x):
 
 # --- Resize / Upsample -----------------------------------------------------------------------
 
-_COORD_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric")
+_COORD_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                "half_pixel_symmetric", "tf_half_pixel_for_nn")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 def _check_resize(node: Node, constants) -> None:
     mode = node.attr("mode", "nearest")
-    if mode not in ("nearest", "linear", "bilinear", "cubic"):
-        raise node.unsupported(f"Resize mode {mode!r}")
+    legacy = node.op_type == "Upsample" or node.opset < 11
+    if mode not in (("nearest", "linear", "bilinear") if legacy else ("nearest", "linear", "cubic")):
+        raise node.unsupported(f"{node.op_type} mode {mode!r}")
     coord = node.attr("coordinate_transformation_mode", "half_pixel")
-    if node.op_type == "Resize" and coord not in _COORD_MODES:
+    if not legacy and coord not in _COORD_MODES:
         raise node.unsupported(f"coordinate_transformation_mode={coord!r}")
     if node.attr("nearest_mode", "round_prefer_floor") not in _NEAREST_MODES:
         raise node.unsupported(f"nearest_mode={node.attr('nearest_mode')!r}")
@@ -332,29 +383,51 @@ def _check_resize(node: Node, constants) -> None:
         raise node.unsupported("antialias=1")
     if node.attr("exclude_outside", 0):
         raise node.unsupported("exclude_outside=1")
+    if node.op_type == "Upsample":
+        scales = node.attr("scales")
+        if scales is None and len(node.inputs) > 1:
+            scales = constants.get(node.inputs[1])
+        if scales is not None and any(float(v) < 1 for v in np.asarray(scales).reshape(-1)):
+            raise node.unsupported("Upsample scale < 1 (the ONNX spec requires scales ≥ 1)")
+    if node.attr("keep_aspect_ratio_policy", "stretch") not in ("stretch", "not_larger",
+                                                                 "not_smaller"):
+        raise node.unsupported(f"keep_aspect_ratio_policy={node.attr('keep_aspect_ratio_policy')!r}")
 
 
 def _source_coords(out_size: int, in_size: int, scale: float, coord: str) -> torch.Tensor:
-    """Input coordinate of each output index, per ONNX Resize's coordinate_transformation_mode."""
-    o = torch.arange(out_size, dtype=torch.float64)
-    if coord == "half_pixel":
-        return (o + 0.5) / scale - 0.5
-    if coord == "pytorch_half_pixel":
-        return (o + 0.5) / scale - 0.5 if out_size > 1 else torch.zeros_like(o)
-    if coord == "align_corners":
-        return o * (in_size - 1) / (out_size - 1) if out_size > 1 else torch.zeros_like(o)
-    if coord == "half_pixel_symmetric":
-        adjustment = out_size / (scale * in_size)
-        center = in_size / 2
-        offset = center * (1 - adjustment)
-        return offset + (o + 0.5) / scale - 0.5
-    return o / scale  # asymmetric
+    """Input coordinate of each output index, per ONNX Resize's coordinate_transformation_mode.
+
+    Computed in float32 with ONNX Runtime's operation order: nearest-neighbour picks depend on
+    the last bit (e.g. 11.5 / 2.3f lands just above 5, not on it), so float64 would pick other
+    pixels than the runtime the mirror must agree with. Returned as float64 (exactly)."""
+    o = torch.arange(out_size, dtype=torch.float32)
+    s = torch.tensor(scale, dtype=torch.float32)
+    if coord in ("half_pixel", "pytorch_half_pixel"):
+        if coord == "pytorch_half_pixel" and out_size <= 1:
+            return torch.zeros(out_size, dtype=torch.float64)
+        src = (o + 0.5) / s - 0.5
+    elif coord == "align_corners":
+        if out_size <= 1:
+            return torch.zeros(out_size, dtype=torch.float64)
+        src = o * float(in_size - 1) / float(out_size - 1)
+    elif coord == "half_pixel_symmetric":
+        adjustment = torch.tensor(float(out_size), dtype=torch.float32) / (s * float(in_size))
+        offset = float(in_size) / 2 * (1 - adjustment)
+        src = offset + (o + 0.5) / s - 0.5
+    elif coord == "tf_half_pixel_for_nn":
+        src = (o + 0.5) / s
+    else:  # asymmetric
+        src = o / s
+    return src.double()
 
 
-def _taps(src: torch.Tensor, in_size: int, mode: str, nearest_mode: str, cubic_a: float):
+def _taps(src: torch.Tensor, in_size: int, mode: str, nearest_mode: str, cubic_a: float,
+          down: bool):
     """Per output index: the input indices it reads and their weights."""
     if mode == "nearest":
-        if nearest_mode == "round_prefer_floor":
+        if nearest_mode == "simple":  # Upsample and Resize-10 in ONNX Runtime
+            idx = src.ceil() if down else src.trunc()
+        elif nearest_mode == "round_prefer_floor":
             idx = torch.where(src == src.floor() + 0.5, src.floor(), src.round())
         elif nearest_mode == "round_prefer_ceil":
             idx = torch.where(src == src.floor() + 0.5, src.ceil(), src.round())
@@ -386,41 +459,56 @@ def _taps(src: torch.Tensor, in_size: int, mode: str, nearest_mode: str, cubic_a
 def _resize_axis(x, axis: int, out_size: int, scale: float, coord: str, mode: str,
                  nearest_mode: str, cubic_a: float):
     in_size = x.shape[axis]
-    if out_size == in_size and scale == 1.0 and coord != "align_corners":
-        return x
     src = _source_coords(out_size, in_size, scale, coord)
-    idx, weights = _taps(src, in_size, mode, nearest_mode, cubic_a)
+    idx, weights = _taps(src, in_size, mode, nearest_mode, cubic_a, scale < 1)
     picked = x.index_select(axis, idx.reshape(-1).to(x.device))
     shape = list(x.shape)
     shape[axis:axis + 1] = [out_size, idx.shape[1]]
     picked = picked.reshape(shape)
+    if idx.shape[1] == 1:
+        return picked.squeeze(axis + 1)
     w_shape = [1] * len(shape)
     w_shape[axis], w_shape[axis + 1] = out_size, idx.shape[1]
     w = weights.reshape(w_shape).to(dtype=x.dtype, device=x.device)
     return (picked * w).sum(dim=axis + 1)
 
 
-def _resize(node: Node, x, scales: list[float] | None, sizes: list[int] | None, coord: str):
+def _f32(v: float) -> float:
+    return float(np.float32(v))
+
+
+def _resize(node: Node, x, scales: list[float] | None, sizes: list[int] | None, coord: str,
+            nearest_mode: str):
+    """Separable resize, one axis at a time (exact for nearest/linear/cubic: ONNX's N-D
+    interpolation is the tensor product of 1-D ones). Output sizes and the scales used in the
+    coordinate transform follow ONNX Runtime: ``⌊in·scale⌋`` for given scales; for given sizes
+    the scale is ``size / in`` in float32, and with ``keep_aspect_ratio_policy`` one scale
+    (the min or max of those) for all axes and sizes ``round(scale·in)``. When the output shape
+    equals the input's, ONNX Runtime returns the input unchanged even if a scale is not 1
+    (e.g. 1.05 on 9 pixels): so does the mirror."""
     mode = {"bilinear": "linear"}.get(node.attr("mode", "nearest"), node.attr("mode", "nearest"))
-    nearest_mode = node.attr("nearest_mode", "round_prefer_floor")
     cubic_a = float(node.attr("cubic_coeff_a", -0.75))
     rank = x.dim()
     axes = node.attr("axes")
     axes = list(range(rank)) if axes is None else [int(a) + rank if a < 0 else int(a) for a in axes]
     if sizes is not None:
         policy = node.attr("keep_aspect_ratio_policy", "stretch")
-        ratios = [sizes[i] / x.shape[a] for i, a in enumerate(axes)]
+        ratios = [_f32(_f32(sizes[i]) / _f32(x.shape[a])) for i, a in enumerate(axes)]
         if policy != "stretch":
             r = min(ratios) if policy == "not_larger" else max(ratios)
             ratios = [r] * len(axes)
-            sizes = [int(round(r * x.shape[a])) for a in axes]
+            sizes = [int(math.floor(_f32(r * x.shape[a]) + 0.5)) for a in axes]
         full_scales = dict(zip(axes, ratios))
         full_sizes = dict(zip(axes, sizes))
     else:
-        full_scales = dict(zip(axes, scales))
-        full_sizes = {a: int(math.floor(x.shape[a] * s)) for a, s in full_scales.items()}
+        if len(scales) != len(axes):
+            raise ValueError(f"{len(scales)} scales for a rank-{rank} input")
+        full_scales = {a: _f32(s) for a, s in zip(axes, scales)}
+        full_sizes = {a: int(math.floor(_f32(x.shape[a] * s))) for a, s in full_scales.items()}
+    if all(full_sizes[a] == x.shape[a] for a in axes):
+        return x  # ONNX Runtime copies the input whenever the output shape equals it
     for axis in axes:
-        if full_sizes[axis] != x.shape[axis] or coord == "align_corners":
+        if full_scales[axis] != 1.0 or full_sizes[axis] != x.shape[axis]:
             x = _resize_axis(x, axis, full_sizes[axis], full_scales[axis], coord, mode,
                              nearest_mode, cubic_a)
     return x
@@ -428,18 +516,22 @@ def _resize(node: Node, x, scales: list[float] | None, sizes: list[int] | None, 
 
 @register("Resize", check=_check_resize)
 def resize(node: Node, x, roi=None, scales_t=None, sizes_t=None):
-    if node.opset < 11:  # Resize-10: (X, scales), asymmetric coordinates
-        scales_t, coord = roi, "asymmetric"
-    else:
-        coord = node.attr("coordinate_transformation_mode", "half_pixel")
+    """Resize-10 is (X, scales) with asymmetric coordinates and ONNX Runtime's legacy nearest
+    rule (see :func:`upsample`); Resize-11+ is (X, roi, scales, sizes)."""
+    if node.opset < 11:
+        return upsample(node, x, roi)
+    coord = node.attr("coordinate_transformation_mode", "half_pixel")
     sizes = _ints(sizes_t) if sizes_t is not None and sizes_t.numel() else None
     scales = ([float(s) for s in scales_t.tolist()]
               if scales_t is not None and scales_t.numel() else None)
-    return _resize(node, x, scales, sizes, coord)
+    return _resize(node, x, scales, sizes, coord,
+                   node.attr("nearest_mode", "round_prefer_floor"))
 
 
 @register("Upsample", check=_check_resize)
 def upsample(node: Node, x, scales_t=None):
-    """Upsample (opset 7–9): nearest or linear with asymmetric coordinates."""
+    """Upsample (opset 7–9; Resize-10 alike): asymmetric coordinates ``o / scale``; nearest
+    takes ``trunc`` of that when upsampling an axis and ``ceil`` when downsampling it, as ONNX
+    Runtime does for these opsets (its "simple" nearest mode); linear clamps to the edge."""
     scales = node.attr("scales") if scales_t is None else scales_t.tolist()
-    return _resize(node, x, [float(s) for s in scales], None, "asymmetric")
+    return _resize(node, x, [float(s) for s in scales], None, "asymmetric", "simple")

@@ -126,6 +126,12 @@ TARGET_OPTION = click.option("--target", "-t", multiple=True,
                              help="Class index to explain (default: the predicted class). Repeat "
                                   "once per image for per-image targets.")
 DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+EXTRAPOLATE_OPTION = click.option("--extrapolate", is_flag=True,
+                                  help="Sharpen every map by Gradual Extrapolation through the "
+                                       "earlier layers' activations (no extra pass).")
+INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", default=True,
+                                    show_default=True,
+                                    help="With --extrapolate: use the input image as the last step.")
 
 
 @main.command()
@@ -141,22 +147,104 @@ DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help=
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (randomcam).")
 @click.option("--no-overlays", is_flag=True, help="Write maps.npz and manifest.json only.")
 @DEVICE_OPTION
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="smoothgradcam++: noisy copies per image  [default: 25]")
+@click.option("--noise", type=click.FloatRange(min=0), default=None,
+              help="smoothgradcam++: noise level s, σ = s·(max−min) of each image  [default: 0.15]")
+@click.option("--channels", default=None, metavar="I,J,…|topK",
+              help="smoothgradcam++: feature-map subset, channel indices for every layer "
+                   "(e.g. 0,5,7) or topK (the K largest weights per image and layer).")
+@click.option("--region", default=None, metavar="X0,Y0,X1,Y1|MASK",
+              help="smoothgradcam++: neuron subset, a box in input pixels (half-open) or a "
+                   "boolean mask file (.npy, or an image: nonzero = inside) at the input's or a "
+                   "layer's resolution; only its positions contribute to the weights.")
+@EXTRAPOLATE_OPTION
+@INCLUDE_INPUT_OPTION
+@click.option("--compare", is_flag=True,
+              help="With --extrapolate: also write compare_*.png, plain vs extrapolated map of the "
+                   "deepest selected layer, side by side, per image.")
 @_friendly_errors
-def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no_overlays, device):
+def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no_overlays, device,
+            samples, noise, channels, region, extrapolate, include_input, compare):
     """Explain IMAGE(s) with MODEL at every selected layer; write overlays, maps.npz, manifest."""
     from camonnx.explainer import Explainer
     from camonnx.models import default_image
 
+    if compare and not extrapolate:
+        raise UserError("--compare shows plain vs extrapolated maps: add --extrapolate.")
+    options = smooth_options(method, samples=samples, noise=noise, channels=channels, region=region)
     model, images = split_inputs(inputs)
     explainer = Explainer(model, device=device)
     images = images or [str(default_image())]
     explanation = explainer.explain(images, method=method, layers=parse_layers(layers),
                                     targets=parse_targets(target), normalize=normalize,
-                                    batch_size=batch_size, seed=seed)
+                                    batch_size=batch_size, seed=seed, extrapolate=extrapolate,
+                                    include_input=include_input, **options)
     explanation.save(out, overlays=not no_overlays)
+    if compare:
+        from camonnx.extrapolate import save_comparisons
+
+        save_comparisons(explanation, out)
     for i, image in enumerate(images):
         click.echo(f"{image}: {explanation.label(i)}")
     click.echo(f"Wrote {len(explanation.layers)} layer maps × {len(images)} image(s) to {out}")
+
+
+SMOOTH_METHODS = ("smoothgradcam++",)
+
+
+def smooth_options(method: str, **given) -> dict:
+    """The Smooth Grad-CAM++ options that were given, parsed; an error if the method is another."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and method not in SMOOTH_METHODS:
+        flags = ", ".join(f"--{k}" for k in given)
+        raise UserError(f"{flags} apply to --method smoothgradcam++ only (got --method {method}).")
+    if "channels" in given:
+        given["channels"] = parse_channels(given["channels"])
+    if "region" in given:
+        given["region"] = parse_region(given["region"])
+    return given
+
+
+def parse_channels(value: str) -> str | list[int]:
+    """'topK' or comma-separated channel indices."""
+    text = value.strip()
+    if text.lower().startswith("top"):
+        return text
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--channels takes comma-separated channel indices (e.g. 0,5,7) or topK "
+                        f"(e.g. top5), got {value!r}.") from None
+
+
+def parse_region(value: str):
+    """'x0,y0,x1,y1' (input pixels) or a mask file: .npy, or an image whose nonzero pixels are in."""
+    parts = value.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(v) for v in parts)
+        except ValueError:
+            pass
+    path = Path(value)
+    if not path.is_file():
+        raise UserError(f"--region takes a box x0,y0,x1,y1 in input pixels or a mask file "
+                        f"(.npy or an image); {value!r} is neither.")
+    import numpy as np
+
+    if path.suffix.lower() == ".npy":
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise UserError(f"Cannot read the region mask {path}: {exc}") from None
+        return mask.tolist()  # nested lists: the manifest stores the options as JSON
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return (np.asarray(img.convert("L")) > 0).tolist()
+    except UnidentifiedImageError:
+        raise UserError(f"Cannot read the region mask {path}: not an image or .npy file.") from None
 
 
 @main.command()
@@ -179,6 +267,56 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
 
     path = export_model(name, out, weights=weights, exporter=exporter, opset=opset, seed=seed)
     click.echo(f"Wrote {path}")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, metavar="[MODEL.onnx] [IMAGE]...")
+@method_option()
+@click.option("--norm", type=click.Choice(["local", "global", "both"]), default="local",
+              show_default=True,
+              help="local: each layer's own min-max; global: one min-max over all explained layers "
+                   "of the image (early layers look dim); both: side by side.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=5, show_default=True,
+              help="Frames (layers) per second.")
+@LAYERS_OPTION
+@click.option("--every", "-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Animate every K-th layer (the held last frame always shows the final one).")
+@click.option("--hold", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds the last frame (final layer) stays on screen.")
+@TARGET_OPTION
+@click.option("--out", "-o", default=None,
+              help="anim.mp4 (H.264), anim.gif (looping) or frames/ (PNG frames). Default: "
+                   "camonnx.mp4. Several images: --out DIR/ writes DIR/<image name>.mp4; a file "
+                   "name X.mp4 writes X-<image name>.mp4.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (randomcam).")
+@DEVICE_OPTION
+@_friendly_errors
+def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed, device):
+    """Animate MODEL's explanation of IMAGE(s) through every conv layer (CAManim).
+
+    All frames come from one explanation of every selected layer (one forward and one
+    backward); writes an MP4, a looping GIF or a folder of PNG frames.
+    """
+    from camonnx.animate import (animate as write_animation, animation_paths, check_output,
+                                 explain_for_animation)
+    from camonnx.explainer import Explainer
+    from camonnx.models import default_image
+
+    model, images = split_inputs(inputs)
+    images = images or [str(default_image())]
+    paths = animation_paths(out, images)
+    for path in paths:  # fail before the model loads
+        check_output(path)
+    explainer = Explainer(model, device=device)
+    options: dict = {}  # method options for explain; e.g. a later --extrapolate adds extrapolate=True
+    explanation = explain_for_animation(explainer, images, method=method, layers=parse_layers(layers),
+                                        targets=parse_targets(target), batch_size=batch_size,
+                                        seed=seed, **options)
+    for i, (image, path) in enumerate(zip(images, paths)):
+        written = write_animation(explanation, path, norm=norm, fps=fps, every=every,
+                                  image_index=i, hold_seconds=hold)
+        click.echo(f"{image}: {explanation.label(i)} -> {written}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -188,10 +188,12 @@ class Explainer:
             classes)
 
     def gradients_tensors(self, x: torch.Tensor, targets: TargetLike, layers: Sequence[Layer],
-                          batch_size: int | None = None):
+                          batch_size: int | None = None, extra: Sequence[str] = ()):
         """Torch-level :meth:`gradients` on a prepared batch: (activations, logits, gradients,
-        classes) keyed by tap tensor, all on the explainer's device."""
+        classes) keyed by tap tensor, all on the explainer's device. ``extra`` tensors (e.g.
+        Gradual Extrapolation steps) are returned with the activations, without gradients."""
         names = list(dict.fromkeys(layer.tensor for layer in layers))
+        extra = [name for name in dict.fromkeys(extra) if name not in names]
         acts: list[dict[str, torch.Tensor]] = []
         grads: list[dict[str, torch.Tensor]] = []
         logits_parts: list[torch.Tensor] = []
@@ -202,35 +204,40 @@ class Explainer:
             # below asks only for the taps, so no gradient flows further back than the first tap
             xm = self.to_model_layout(x[chunk]).detach().requires_grad_(True)
             with torch.enable_grad():
-                values = self.mirror(xm, names + [self.graph.logits])
+                values = self.mirror(xm, names + extra + [self.graph.logits])
                 logits = values[self.graph.logits]
                 target = resolve(per_image_targets(chunk), logits.detach())
                 score = target(logits).sum()
                 taps = [values[n] for n in names]
                 grad = torch.autograd.grad(score, taps, allow_unused=True)
-            acts.append({n: t.detach() for n, t in zip(names, taps)})
+            acts.append({n: values[n].detach() for n in names + extra})
             grads.append({n: g if g is not None else torch.zeros_like(t)
                           for n, g, t in zip(names, grad, taps)})
             logits_parts.append(logits.detach())
             chunk_classes = target.classes(logits)
             classes = None if classes is None or chunk_classes is None else classes + chunk_classes
-        cat = lambda parts: {n: torch.cat([p[n] for p in parts]) for n in names}  # noqa: E731
-        return cat(acts), torch.cat(logits_parts), cat(grads), classes
+        cat = lambda parts, keys: {n: torch.cat([p[n] for p in parts]) for n in keys}  # noqa: E731
+        return cat(acts, names + extra), torch.cat(logits_parts), cat(grads, names), classes
 
     # --- explanations ------------------------------------------------------------------------
 
     def explain(self, images, method: str = "gradcam", layers: LayerSpec = "all",
                 targets: TargetLike = None, normalize: str = "local", batch_size: int = 16,
-                seed: int = 0, progress: bool = True, **options) -> "Explanation":
+                seed: int = 0, progress: bool = True, extrapolate: bool = False,
+                include_input: bool = True, **options) -> "Explanation":
         """Maps of ``method`` for every selected layer from one forward (+ one backward for
         gradient methods) per batch of ``batch_size`` images.
 
         ``normalize``: "local" (per map min-max), "global" (min-max over all selected layers of
-        an image), or "none" (SPEC §4). ``options`` go to the method (e.g.
+        an image), or "none" (SPEC §4). ``extrapolate``: sharpen every map by Gradual
+        Extrapolation through the earlier layers (SPEC §6; its output is already in [0, 1] per
+        map, and ``normalize`` applies on top). ``options`` go to the method (e.g.
         ``scorecam_align_corners``).
         """
         from camonnx.explanation import Explanation
-        from camonnx.kernels import upsample_layers
+        from camonnx.extrapolate import extrapolate as extrapolate_maps
+        from camonnx.extrapolate import step_tensors
+        from camonnx.kernels import normalize_, upsample_layers
         from camonnx.methods import Context, LayerData, get_method
 
         cam = get_method(method)
@@ -242,14 +249,17 @@ class Explainer:
         x, crops = self.prepare(images)
         per_image_targets = _split_targets(targets, x.shape[0])
         raws: list[list[torch.Tensor]] = [[] for _ in chosen]
+        extrapolated: list[torch.Tensor] = []
+        extra = step_tensors(self.graph) if extrapolate else []
         logits_parts, classes = [], []
         chunks = list(self._chunks(x.shape[0], batch_size))
         for chunk in tqdm(chunks, desc=f"{cam.name}", unit="batch", disable=not progress or len(chunks) == 1):
             xc = x[chunk]
             if cam.uses_gradients:
-                acts, logits, grads, _ = self.gradients_tensors(xc, per_image_targets(chunk), chosen)
+                acts, logits, grads, _ = self.gradients_tensors(xc, per_image_targets(chunk), chosen,
+                                                                extra=extra)
             else:
-                names = list(dict.fromkeys(layer.tensor for layer in chosen))
+                names = list(dict.fromkeys([layer.tensor for layer in chosen] + extra))
                 acts = self.forward(xc, names + [self.graph.logits])
                 logits, grads = acts[self.graph.logits], None
             target = resolve(per_image_targets(chunk), logits)
@@ -259,17 +269,26 @@ class Explainer:
             for i, layer in enumerate(chosen):
                 data = LayerData(layer, acts[layer.tensor], grads[layer.tensor] if grads else None)
                 raws[i].append(cam.raw_map(data, ctx))
+            if extrapolate:
+                extrapolated.append(extrapolate_maps([r[-1] for r in raws], chosen, self.graph,
+                                                     acts, xc, include_input))
             logits_parts.append(logits.detach())
             chunk_classes = target.classes(logits)
             classes = None if classes is None or chunk_classes is None else classes + chunk_classes
         raw = [torch.cat(parts) for parts in raws]
-        maps = upsample_layers(raw, tuple(x.shape[2:]), normalize)
+        if extrapolate:
+            maps = torch.cat(extrapolated, dim=1)
+            if normalize != "none":
+                normalize_(maps, normalize)
+        else:
+            maps = upsample_layers(raw, tuple(x.shape[2:]), normalize)
         return Explanation(
             maps=maps.cpu().numpy(), raw=[r.cpu().numpy() for r in raw],
             layers=[layer.name for layer in chosen], targets=classes,
             logits=torch.cat(logits_parts).cpu().numpy(), method=cam.name, normalize=normalize,
             model=str(self.model_path), images=crops, labels=self.labels,
-            options={"seed": seed, **options})
+            options={"seed": seed, "extrapolate": extrapolate, "include_input": include_input,
+                     **options})
 
     # --- load-time probe ---------------------------------------------------------------------
 

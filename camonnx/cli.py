@@ -290,9 +290,12 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
                    "name X.mp4 writes X-<image name>.mp4.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (randomcam).")
+@EXTRAPOLATE_OPTION
+@INCLUDE_INPUT_OPTION
 @DEVICE_OPTION
 @_friendly_errors
-def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed, device):
+def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed,
+            extrapolate, include_input, device):
     """Animate MODEL's explanation of IMAGE(s) through every conv layer (CAManim).
 
     All frames come from one explanation of every selected layer (one forward and one
@@ -309,7 +312,8 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
     for path in paths:  # fail before the model loads
         check_output(path)
     explainer = Explainer(model, device=device)
-    options: dict = {}  # method options for explain; e.g. a later --extrapolate adds extrapolate=True
+    # options for explain (one all-layer explanation); new explain options plug in here
+    options: dict = {"extrapolate": extrapolate, "include_input": include_input}
     explanation = explain_for_animation(explainer, images, method=method, layers=parse_layers(layers),
                                         targets=parse_targets(target), batch_size=batch_size,
                                         seed=seed, **options)

@@ -45,7 +45,7 @@ def _export(path: Path) -> None:
 
 def run_camonnx(onnx_path: Path, image, out: Path, repeat: int) -> dict:
     import camonnx
-    from camonnx.animate import explain_for_animation
+    from camonnx.animation import explain_for_animation
     from camonnx.explainer import Explainer
 
     start = time.perf_counter()
@@ -80,7 +80,7 @@ def run_reference(image, out: Path) -> dict:
     from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from camonnx.animate import Frames, _write_mp4
+    from camonnx.animation import Frames, _write_mp4
 
     start = time.perf_counter()
     model = _model()

@@ -1,12 +1,24 @@
-"""camonnx: explain any ONNX CNN, every conv layer at once."""
+"""camonnx: explain any ONNX CNN, every conv layer at once.
+
+Public API: ``Explainer`` (a model: layers, activations, gradients, ``explain``), whose
+``explain`` returns an ``Explanation`` (numpy maps with their layer names, ``save``), and the
+helpers ``animate`` (CAManim) and ``ybroad`` (per-layer ROAD). Imports are lazy so that
+``import camonnx`` stays cheap.
+"""
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Explainer": ("camonnx.explainer", "Explainer"),
+    "Explanation": ("camonnx.explanation", "Explanation"),
+    "animate": ("camonnx.animation", "animate"),
+}
+
 
 def __getattr__(name: str):
-    """Lazy public helpers (importing camonnx stays cheap): ``camonnx.animate(explanation, out)``."""
-    if name == "animate":
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("camonnx.animate")  # a callable module: see animate.py
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'camonnx' has no attribute {name!r}")

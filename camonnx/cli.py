@@ -301,7 +301,7 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
     All frames come from one explanation of every selected layer (one forward and one
     backward); writes an MP4, a looping GIF or a folder of PNG frames.
     """
-    from camonnx.animate import (animate as write_animation, animation_paths, check_output,
+    from camonnx.animation import (animate as write_animation, animation_paths, check_output,
                                  explain_for_animation)
     from camonnx.explainer import Explainer
     from camonnx.models import default_image

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import camonnx
-from camonnx.animate import (Frames, animate, animation_paths, explain_for_animation,
+from camonnx.animation import (Frames, animate, animation_paths, explain_for_animation,
                              normalize_maps, render_frames, unnormalized_maps, write_frames)
 from camonnx.cli import main
 from camonnx.errors import InputError
@@ -100,7 +100,6 @@ def test_both_panels_side_by_side_and_callable_package_helper(explanation, tmp_p
     assert frames.size[1] == 2 * SIZE + 4
     left, right = frames.images[3][:SIZE, :SIZE], frames.images[3][:SIZE, SIZE + 4:2 * SIZE + 4]
     assert not np.array_equal(left, right)  # local vs global
-    # `camonnx.animate` is a function-like module: callable even after the submodule import
     out = camonnx.animate(explanation, tmp_path / "both.gif", norm="both", image_index=1,
                           hold_seconds=0, progress=False)
     assert out == tmp_path / "both.gif"

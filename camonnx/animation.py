@@ -39,14 +39,11 @@ and its captions name the method "+ GE".
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import numbers
 import os
 import re
 import shutil
-import sys
-import types
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -517,17 +514,6 @@ def animation_paths(out: str | os.PathLike | None, images: Sequence[str | os.Pat
         return [base / f"{s}.mp4" for s in stems]
     return [base.with_name(f"{base.stem}-{s}{base.suffix}") for s in stems]
 
-
-# `camonnx.animate` is both this module and the function: importing the submodule makes the
-# package attribute the module, so the module itself is callable (and has the function's
-# signature for help()/inspect).
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return animate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-__signature__ = inspect.signature(animate)
 
 __all__ = ["Frames", "animate", "animation_paths", "check_output", "explain_for_animation",
            "normalize_maps", "output_kind", "render_frames", "select_layers", "unnormalized_maps",

@@ -25,22 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-
-
-def _model():
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval()
-
-
-def _export(path: Path) -> None:
-    import torch
-
-    torch.onnx.export(_model(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+from results import export_resnet50, resnet50  # noqa: E402
 
 
 def run_camonnx(onnx_path: Path, image, out: Path, repeat: int) -> dict:
@@ -83,7 +68,7 @@ def run_reference(image, out: Path) -> dict:
     from camonnx.animation import Frames, _write_mp4
 
     start = time.perf_counter()
-    model = _model()
+    model = resnet50()
     load = time.perf_counter() - start
     rgb = image.astype(np.float32) / 255.0
     x = preprocess_image(rgb, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
@@ -137,7 +122,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         onnx_path = tmp / "resnet50.onnx"
-        _export(onnx_path)
+        export_resnet50(onnx_path)
         ours = run_camonnx(onnx_path, image, tmp / "camonnx.mp4", args.repeat)
         ref = run_reference(image, tmp / "reference.mp4")
         for name in ("camonnx.mp4", "reference.mp4"):

@@ -21,22 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-
-
-def _model():
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval()
-
-
-def _export(path: Path) -> None:
-    import torch
-
-    torch.onnx.export(_model(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+from results import export_resnet50, resnet50  # noqa: E402
 
 
 def run_one(approach: str, batch: int, repeat: int, onnx_path: str) -> dict:
@@ -58,7 +43,7 @@ def run_one(approach: str, batch: int, repeat: int, onnx_path: str) -> dict:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        model, load = _model(), 0.0
+        model, load = resnet50(), 0.0
         convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
 
         def fn():
@@ -67,7 +52,7 @@ def run_one(approach: str, batch: int, repeat: int, onnx_path: str) -> dict:
                 with GradCAM(model=model, target_layers=[conv]) as cam:
                     cam(input_tensor=x, targets=targets)
     else:  # one plain forward+backward of the torch model
-        model, load = _model(), 0.0
+        model, load = resnet50(), 0.0
 
         def fn():
             xr = x.clone().requires_grad_(True)
@@ -101,7 +86,7 @@ def main() -> None:
     from results import machine, table, write_section
 
     path = Path(tempfile.mkdtemp()) / "resnet50.onnx"
-    _export(path)
+    export_resnet50(path)
     rows, results = [], {}
     for batch in args.batches:
         for approach in ("torch fwd+bwd", "camonnx", "grad-cam loop"):

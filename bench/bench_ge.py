@@ -14,10 +14,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import machine, table, timeit, write_section  # noqa: E402
+from results import export_resnet50, machine, table, timeit, write_section  # noqa: E402
 
 from camonnx.explainer import Explainer  # noqa: E402
 
@@ -29,12 +28,7 @@ def main() -> None:
     parser.add_argument("--method", default="gradcam")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    path = Path(tempfile.mkdtemp()) / "resnet50.onnx"
-    torch.onnx.export(torchvision.models.resnet50(weights=None).eval(),
-                      (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    path = export_resnet50(Path(tempfile.mkdtemp()) / "resnet50.onnx")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     explainer = Explainer(path, device=device)
     rows = []

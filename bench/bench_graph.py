@@ -15,13 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results import machine, table, timeit, write_section  # noqa: E402
+from results import export_resnet50, machine, resnet50, table, timeit, write_section  # noqa: E402
 
 from camonnx.graph import load_graph  # noqa: E402
 from camonnx.mirror import Mirror  # noqa: E402
@@ -33,13 +31,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval()
-    folder = Path(tempfile.mkdtemp())
-    path = folder / "resnet50.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    model = resnet50()
+    path = export_resnet50(Path(tempfile.mkdtemp()) / "resnet50.onnx")
 
     start = time.perf_counter()
     graph = load_graph(path)

@@ -12,6 +12,25 @@ from typing import Callable
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def resnet50():
+    """The benchmarks' model: torchvision ResNet-50, random weights (seed 0), eval mode."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+def export_resnet50(path: Path) -> Path:
+    """:func:`resnet50` exported with the legacy exporter (opset 17, dynamic batch) to ``path``."""
+    import torch
+
+    torch.onnx.export(resnet50(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    return path
+
+
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     """Median wall seconds of ``fn`` over ``repeat`` runs after ``warmup`` runs."""
     for _ in range(warmup):

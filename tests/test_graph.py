@@ -34,7 +34,8 @@ def test_exposing_taps_does_not_change_logits(resnet50_onnx):
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     plain = ort.InferenceSession(str(resnet50_onnx), providers=["CPUExecutionProvider"])
     exposed = ort.InferenceSession(graph.prepared.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert len(exposed.get_outputs()) == 1 + len(graph.tap_tensors)
+    # the logits, every distinct tap, and the strided pools (Gradual Extrapolation steps)
+    assert len(exposed.get_outputs()) == 1 + len(graph.tap_tensors) + len(graph.pool_steps)
     np.testing.assert_array_equal(plain.run(None, {"input": x})[0],
                                   exposed.run(["logits"], {"input": x})[0])
 

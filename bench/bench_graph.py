@@ -57,7 +57,7 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
 
         def mirror_fwd_bwd():
-            values = mirror(x, taps + [graph.logits])
+            values = mirror(x.clone().requires_grad_(True), taps + [graph.logits])
             torch.autograd.grad(values[graph.logits][:, 0].sum(), [values[t] for t in taps])
 
         with torch.no_grad():

@@ -58,7 +58,8 @@ def machine() -> str:
         pass
     import os
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}; Python {platform.python_version()}, "
+    load = ", load average %.1f at the start" % os.getloadavg()[0]
+    return (f"{cpu}, {os.cpu_count()} cores{load}, GPU: {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}")
 
 

@@ -100,5 +100,5 @@ def get_method(name: str) -> CamMethod:
 
 from camonnx.methods import (  # noqa: E402,F401  (importing registers them)
     ablationcam, eigencam, eigengradcam, elementwise, gradcam, gradcampp, hirescam, layercam,
-    randomcam, scorecam, xgradcam,
+    randomcam, scorecam, smoothgradcampp, xgradcam,
 )

@@ -144,7 +144,7 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("camonnx-out"), show_default=True, help="Output directory.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed (randomcam).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of randomcam's weights and smoothgradcam++'s noise.")
 @click.option("--no-overlays", is_flag=True, help="Write maps.npz and manifest.json only.")
 @DEVICE_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=None,
@@ -289,7 +289,7 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
                    "camonnx.mp4. Several images: --out DIR/ writes DIR/<image name>.mp4; a file "
                    "name X.mp4 writes X-<image name>.mp4.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed (randomcam).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of randomcam's weights and smoothgradcam++'s noise.")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
 @DEVICE_OPTION
@@ -321,6 +321,75 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
         written = write_animation(explanation, path, norm=norm, fps=fps, every=every,
                                   image_index=i, hold_seconds=hold)
         click.echo(f"{image}: {explanation.label(i)} -> {written}")
+
+
+def _method_choice() -> click.Choice:
+    from camonnx.methods import METHODS
+
+    return click.Choice(sorted(METHODS))
+
+
+def parse_fractions(value: str) -> tuple[float, ...]:
+    """'0.2,0.4,0.6,0.8' → fractions in (0, 1] (an InputError otherwise)."""
+    from camonnx.errors import InputError
+    from camonnx.road import check_fractions
+
+    try:
+        items = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--fractions takes comma-separated numbers in (0, 1], e.g. "
+                         f"0.2,0.4,0.6,0.8; got {value!r}.") from None
+    return check_fractions(items)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, metavar="[MODEL.onnx] [IMAGE]...")
+@click.option("--method", "-m", "methods", type=_method_choice(), multiple=True,
+              default=("gradcam",), show_default=True,
+              help="CAM method; repeat for several (one curve each on the same plot).")
+@LAYERS_OPTION
+@TARGET_OPTION
+@click.option("--fractions", default="0.2,0.4,0.6,0.8", show_default=True,
+              help="Removal fractions q (MoRF and LeRF remove round(q·H·W) pixels each).")
+@click.option("--trials", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeded trials (tie-breaking and imputation noise); the curve is their mean.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Imputed images per forward pass (and per imputation chunk).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("camonnx-ybroad"), show_default=True,
+              help="Output directory for ybroad.csv, ybroad.json and ybroad.png.")
+@DEVICE_OPTION
+@_friendly_errors
+def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, device):
+    """ybROAD: ROAD faithfulness of every selected layer's map (Kaczmarek et al., 2023).
+
+    For each method, one explanation of every layer, then per layer and image 2 × len(fractions)
+    noisy-linear-imputed images (MoRF and LeRF) through the model. Writes OUT/ybroad.csv (one
+    row per method and layer), OUT/ybroad.json and OUT/ybroad.png (one curve per method), each
+    atomically, and prints the maximum, the layer attaining it, and the mean.
+    """
+    from camonnx.explainer import Explainer
+    from camonnx.models import default_image
+    from camonnx.road import plot_curves, write_csv, write_json
+    from camonnx.road import ybroad as run_ybroad
+
+    qs = parse_fractions(fractions)
+    model, images = split_inputs(inputs)
+    images = images or [str(default_image())]
+    explainer = Explainer(model, device=device)
+    options: dict = {}  # explain options (e.g. a later --extrapolate adds extrapolate=True)
+    results = []
+    for method in dict.fromkeys(methods):
+        result = run_ybroad(explainer, images, method=method, layers=parse_layers(layers),
+                            fractions=qs, trials=trials, seed=seed, targets=parse_targets(target),
+                            batch_size=batch_size, **options)
+        results.append(result)
+        click.echo(result.summary())
+        click.echo(f"  {result.timing_summary()}")
+    written = [write_csv(results, out / "ybroad.csv"), write_json(results, out / "ybroad.json"),
+               plot_curves(results, out / "ybroad.png")]
+    click.echo(f"Wrote {', '.join(str(p) for p in written)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -241,6 +241,7 @@ class Explainer:
         from camonnx.methods import Context, LayerData, get_method
 
         cam = get_method(method)
+        cam.check_options(options)
         if normalize not in ("local", "global", "none"):
             raise InputError(f"Unknown normalize={normalize!r}: use 'local', 'global' or 'none'.")
         if batch_size < 1:

@@ -96,10 +96,25 @@ class Explanation:
             "model": self.model, "method": self.method, "normalize": self.normalize,
             "layers": self.layers, "targets": self.targets,
             "target_labels": [self.label(i) for i in range(self.maps.shape[1])],
-            "shape": list(self.maps.shape), "options": self.options, "files": files or [],
+            "shape": list(self.maps.shape), "options": _jsonable(self.options), "files": files or [],
             "versions": {"camonnx": camonnx.__version__, "python": platform.python_version(),
                          "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         }
+
+
+def _jsonable(value):
+    """Options for the manifest: arrays and tensors are summarised by shape and dtype."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        if getattr(value, "ndim", 1) == 0:
+            return value.item()
+        return {"array": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
 
 
 def _ensure_writable(target: Path) -> None:

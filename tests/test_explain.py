@@ -106,3 +106,18 @@ def test_cli_explain_errors_exit_2(resnet18_onnx, tmp_path):
     assert unwritable.exit_code == 2 and "Cannot create output directory" in unwritable.output
     out_of_range = runner.invoke(main, ["explain", str(resnet18_onnx), "--target", "5000"])
     assert out_of_range.exit_code == 2 and "out of range" in out_of_range.output
+
+
+def test_options_of_another_method_are_rejected(explainer, images):
+    with pytest.raises(InputError, match="do not apply to method 'gradcam'"):
+        explainer.explain(images[:1], method="gradcam", samples=5)
+
+
+def test_manifest_summarises_array_options(explainer, images, tmp_path):
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 10:30] = True
+    result = explainer.explain(images[:1], method="smoothgradcam++", layers=[-1], samples=2,
+                               region=mask, progress=False)
+    result.save(tmp_path, overlays=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["options"]["region"] == {"array": [64, 64], "dtype": "bool"}

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from camonnx.errors import unknown_name_error
+from camonnx.errors import InputError, unknown_name_error
 from camonnx.graph import Layer
 from camonnx.kernels import weighted_channel_sum
 from camonnx.targets import ClassLogit, ClassProbability, Target
@@ -65,6 +65,16 @@ class CamMethod:
     uses_gradients: ClassVar[bool] = True
     #: How weights combine with A: "channel" (N,K), "elementwise" or "elementwise_relu" (N,K,h,w).
     combine: ClassVar[str] = "channel"
+    #: Keyword options of ``explain`` this method reads from ``Context.options``.
+    option_names: ClassVar[frozenset[str]] = frozenset()
+
+    def check_options(self, options: dict) -> None:
+        """Reject options this method does not read (they would be silently ignored)."""
+        unknown = sorted(set(options) - self.option_names)
+        if unknown:
+            accepted = ", ".join(sorted(self.option_names)) or "none"
+            raise InputError(f"Option(s) {', '.join(unknown)} do not apply to method {self.name!r} "
+                             f"(its options: {accepted}).")
 
     def begin(self, ctx: Context, layers: list[Layer]) -> None:
         """Called once per batch before the per-layer maps: a method that needs one extra pass

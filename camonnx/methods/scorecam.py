@@ -28,6 +28,7 @@ class ScoreCAM(CamMethod):
 
     name = "scorecam"
     uses_gradients = False
+    option_names = frozenset({"scorecam_align_corners"})
 
     def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
         n, k = data.activations.shape[:2]

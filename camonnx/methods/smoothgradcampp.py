@@ -370,6 +370,7 @@ class SmoothGradCAMPlusPlus(CamMethod):
 
     name = "smoothgradcam++"
     uses_gradients = False  # A from ORT's clean forward; gradients only on the noisy copies
+    option_names = frozenset({"samples", "noise", "channels", "region"})
 
     def begin(self, ctx: Context, layers: list[Layer]) -> None:
         options = ctx.options

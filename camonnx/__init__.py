@@ -12,6 +12,7 @@ _LAZY = {
     "Explainer": ("camonnx.explainer", "Explainer"),
     "Explanation": ("camonnx.explanation", "Explanation"),
     "animate": ("camonnx.animation", "animate"),
+    "ybroad": ("camonnx.road", "ybroad"),
 }
 
 

@@ -43,6 +43,24 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired(first: Callable[[], object], second: Callable[[], object], repeat: int = 7,
+           warmup: int = 1) -> tuple[float, float, float]:
+    """(median s of ``first``, median s of ``second``, median of the per-pair ratios
+    second/first) over ``repeat`` pairs run back to back, after ``warmup`` pairs. Alternating the
+    two keeps slow drifts of a shared machine's load out of the ratio."""
+    for _ in range(warmup):
+        first()
+        second()
+    a, b = [], []
+    for _ in range(repeat):
+        for fn, times in ((first, a), (second, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return (statistics.median(a), statistics.median(b),
+            statistics.median(y / x for x, y in zip(a, b)))
+
+
 def machine() -> str:
     import numpy
     import onnxruntime

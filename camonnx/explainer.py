@@ -230,14 +230,14 @@ class Explainer:
 
         ``normalize``: "local" (per map min-max), "global" (min-max over all selected layers of
         an image), or "none" (SPEC §4). ``extrapolate``: sharpen every map by Gradual
-        Extrapolation through the earlier layers (SPEC §6; its output is already in [0, 1] per
-        map, and ``normalize`` applies on top). ``options`` go to the method (e.g.
+        Extrapolation through the earlier layers (SPEC §6; each map then spans [0, 1] exactly, so
+        ``normalize`` has nothing left to change). ``options`` go to the method (e.g.
         ``scorecam_align_corners``).
         """
         from camonnx.explanation import Explanation
         from camonnx.extrapolate import extrapolate as extrapolate_maps
         from camonnx.extrapolate import step_tensors
-        from camonnx.kernels import normalize_, upsample_layers
+        from camonnx.kernels import upsample_layers
         from camonnx.methods import Context, LayerData, get_method
 
         cam = get_method(method)
@@ -278,9 +278,8 @@ class Explainer:
             classes = None if classes is None or chunk_classes is None else classes + chunk_classes
         raw = [torch.cat(parts) for parts in raws]
         if extrapolate:
-            maps = torch.cat(extrapolated, dim=1)
-            if normalize != "none":
-                normalize_(maps, normalize)
+            # each map already spans [0, 1] exactly (or is all zeros): any normalisation is a no-op
+            maps = torch.cat(extrapolated, dim=1) if len(extrapolated) > 1 else extrapolated[0]
         else:
             maps = upsample_layers(raw, tuple(x.shape[2:]), normalize)
         return Explanation(

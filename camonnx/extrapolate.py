@@ -10,8 +10,11 @@ whose S is all zero is only resized, so that the batch keeps one shape). Finally
 
 Everything comes from the activations of the forward pass that produced the maps: no extra
 forward or backward. S/max(S) of a step is computed once and shared by every layer that passes
-through it, so extrapolating all layers costs one channel sum per step plus one fused
-resize-multiply per layer and step.
+through it, and the layers that go through the same steps are stacked, so extrapolating all
+layers costs one channel sum per step plus one fused resize-multiply launch per group of layers
+and step, and a final z-score pass over the output (written once, finalised in place). The
+result already spans [0, 1] per map (min 0 and max 1 exactly, or all zeros), so the explainer's
+local or global normalisation leaves it unchanged and is not re-applied.
 
 Models whose first layers are not strided (VGG): a map already at the input's resolution has no
 larger step, so it is only finalised; with ``include_input=False`` an explained layer below the
@@ -57,9 +60,11 @@ def extrapolate(raw: Sequence[torch.Tensor], layers: Sequence[Layer], graph: Mod
     """Extrapolated maps (L, N, H, W) in [0, 1] for the raw maps (N, h_l, w_l) of ``layers``.
 
     ``values`` holds the step tensors of the same forward (model layout NCHW, as taps are);
-    ``x`` is the prepared NCHW input batch.
+    ``x`` is the prepared NCHW input batch. Layers whose maps have one size and go through the
+    same steps (typically a whole stage) are extrapolated together: their maps are stacked so that
+    each step is one kernel launch for all of them, and the last step writes straight into the
+    output, which is then finalised in place.
     """
-    all_steps = steps(graph)
     saliency: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def unit(tensor: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,21 +74,46 @@ def extrapolate(raw: Sequence[torch.Tensor], layers: Sequence[Layer], graph: Mod
         return saliency[tensor]
 
     size = tuple(x.shape[2:])
-    out = torch.empty((len(layers),) + (x.shape[0],) + size, dtype=torch.float32, device=x.device)
+    n_images = x.shape[0]
+    out = torch.empty((len(layers), n_images) + size, dtype=torch.float32, device=x.device)
+    all_steps = steps(graph)
+    step_size = lambda tensor: tuple(unit(tensor)[0].shape[1:])  # noqa: E731
+    groups: dict[tuple, list[int]] = {}
     for index, (h_map, layer) in enumerate(zip(raw, layers)):
-        chain = [s.tensor for s in reversed(all_steps) if s.position < layer.position]
-        if include_input:
-            chain.append(INPUT)
-        h_map = h_map.float()
-        for tensor in chain:
-            s_map, s_max = unit(tensor)
-            if s_map.shape[1] * s_map.shape[2] <= h_map.shape[1] * h_map.shape[2]:
-                continue  # not larger than the current map: skipped (SPEC §6)
-            h_map = ge_apply(h_map, s_map, s_max)
-        if tuple(h_map.shape[1:]) != size:
-            h_map = upsample_layers([h_map], size, "none")[0]
-        out[index] = ge_finalize(h_map)
+        applied = tuple(_applied_steps(tuple(h_map.shape[1:]), layer, all_steps, include_input,
+                                       step_size))
+        groups.setdefault((tuple(h_map.shape[1:]), applied), []).append(index)
+    for ((h, w), applied), indices in groups.items():
+        g = len(indices)
+        contiguous = indices == list(range(indices[0], indices[0] + g))
+        target = (out[indices[0]:indices[0] + g].view(g * n_images, *size) if contiguous
+                  else torch.empty((g * n_images,) + size, dtype=torch.float32, device=x.device))
+        h_map = torch.stack([raw[i].float() for i in indices]).reshape(g * n_images, h, w)
+        for position, tensor in enumerate(applied):
+            last = position == len(applied) - 1 and step_size(tensor) == size
+            h_map = ge_apply(h_map, *unit(tensor), out=target if last else None)
+        if h_map.data_ptr() != target.data_ptr():
+            upsample_layers([h_map], size, "none", out=target.view(1, g * n_images, *size))
+        ge_finalize(target, out=target)
+        if not contiguous:
+            out[indices] = target.view(g, n_images, *size)
     return out
+
+
+def _applied_steps(map_size: tuple[int, int], layer: Layer, all_steps: Sequence[Step],
+                   include_input: bool, step_size) -> list[str]:
+    """The steps a layer's map goes through, deepest first: those before the layer (then the
+    input), each kept only if it is larger than the map at that point (SPEC §6)."""
+    chain = [s.tensor for s in reversed(all_steps) if s.position < layer.position]
+    if include_input:
+        chain.append(INPUT)
+    area, applied = map_size[0] * map_size[1], []
+    for tensor in chain:
+        h, w = step_size(tensor)
+        if h * w > area:
+            applied.append(tensor)
+            area = h * w
+    return applied
 
 
 def save_comparisons(explanation, directory, layer: int = -1) -> list:

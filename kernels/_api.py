@@ -307,15 +307,8 @@ def upsample_layers(maps, size, normalize: str = "local", *, out: torch.Tensor |
     be = _resolve(maps, backend)
     dev = maps[0].device
     Lc = len(maps)
-    result = out
-    if out is None:
-        out = result = torch.empty((Lc, N, H, W), dtype=torch.float32, device=dev)
-    else:
-        if (not isinstance(out, torch.Tensor) or tuple(out.shape) != (Lc, N, H, W)
-                or out.dtype != torch.float32 or out.device != dev or not out.is_contiguous()):
-            raise InputError(f"out must be a contiguous float32 tensor of shape {(Lc, N, H, W)} "
-                             f"on {dev}.")
-        out = _f32(out, "out")  # canonical strides, same storage
+    result = _out_buffer(out, (Lc, N, H, W), dev)
+    out = _f32(result, "out")  # canonical strides, same storage
     if N == 0:
         return result
     sizes = tuple((int(m.shape[1]), int(m.shape[2])) for m in maps)
@@ -420,37 +413,45 @@ def ge_saliency(E: torch.Tensor, *,
 
 
 def ge_apply(H: torch.Tensor, S: torch.Tensor, smax: torch.Tensor, *,
-             backend: str | None = None) -> torch.Tensor:
-    """The fused resize-multiply of a step: ``resize(H[n]) ⊙ S[n] / smax[n]`` (only the resize
-    where ``smax[n] == 0``), (N, h, w) -> (N, h', w') with S from :func:`ge_saliency`."""
+             out: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
+    """The fused resize-multiply of a step: ``resize(H[n]) ⊙ S[m] / smax[m]`` (only the resize
+    where ``smax[m] == 0``), (N·G, h, w) -> (N·G, h', w') with S (N, h', w') and smax (N,) from
+    :func:`ge_saliency` and ``m = n mod N``: H may stack G layers' maps of the same N images
+    (layer-major, as ``maps.reshape(G * N, h, w)``), so that one launch serves every layer going
+    through the step. ``out``: an optional contiguous float32 (N·G, h', w') buffer (returned)."""
     Ht, St, mt = _f32(H, "H"), _f32(S, "S"), _f32(smax, "smax")
-    if Ht.dim() != 3 or St.dim() != 3 or Ht.shape[0] != St.shape[0] or mt.shape != (St.shape[0],):
-        raise InputError(f"ge_apply needs H (N, h, w), S (N, h', w') and smax (N,) with one N; "
-                         f"got {tuple(Ht.shape)}, {tuple(St.shape)} and {tuple(mt.shape)}.")
-    N, h, w = Ht.shape
+    if (Ht.dim() != 3 or St.dim() != 3 or mt.shape != (St.shape[0],) or St.shape[0] == 0
+            or Ht.shape[0] % St.shape[0]):
+        raise InputError(f"ge_apply needs H (N·G, h, w), S (N, h', w') and smax (N,) with N ≥ 1 "
+                         f"dividing H's first axis; got {tuple(Ht.shape)}, {tuple(St.shape)} and "
+                         f"{tuple(mt.shape)}.")
+    NG, h, w = Ht.shape
     _, h2, w2 = St.shape
     if min(h, w, h2, w2) < 1:
         raise InputError("ge_apply needs non-empty spatial sizes.")
     be = _resolve([Ht, St, mt], backend)
-    out = torch.empty((N, h2, w2), dtype=torch.float32, device=Ht.device)
-    if N == 0:
+    out = _out_buffer(out, (NG, h2, w2), Ht.device)
+    if NG == 0:
         return out
     yi, yl, xi, xl = layer_tables(((h, w),), h2, w2)
     with _Launch(be, Ht.device) as L:
         k = L.k
-        grid = k.grid_2d(h2 * w2, N) if be == "cuda" else None
+        grid = k.grid_2d(h2 * w2, NG) if be == "cuda" else None
         L.run(k.ge_resize_mul, grid, getattr(k, "TPB", None), L.arr(Ht), L.arr(St), L.arr(mt),
-              L.table(yi), L.table(yl), L.table(xi), L.table(xl), L.arr(out), work=2 * out.numel())
+              L.table(yi), L.table(yl), L.table(xi), L.table(xl), L.arr(_f32(out, "out")),
+              work=2 * out.numel())
     return out
 
 
-def ge_finalize(H: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+def ge_finalize(H: torch.Tensor, *, out: torch.Tensor | None = None,
+                backend: str | None = None) -> torch.Tensor:
     """Final Gradual Extrapolation normalisation, (N, H, W) -> (N, H, W) in [0, 1].
 
     Per image: z-score with the unbiased std, clip to [-1, 1], min-max to [0, 1]. A zero std
     (constant map, or a single pixel) and a constant clipped map give zeros, never NaN. Mean and
     variance accumulate in float64 (shifted by the image's first value); the per-pixel arithmetic
-    is float32.
+    is float32. ``out``: an optional contiguous float32 (N, H, W) buffer, which may be ``H`` itself
+    (in place).
     """
     Ht = _f32(H, "H")
     if Ht.dim() != 3:
@@ -458,20 +459,36 @@ def ge_finalize(H: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     N, h, w = Ht.shape
     be = _resolve([Ht], backend)
     dev = Ht.device
-    out = torch.empty((N, h, w), dtype=torch.float32, device=dev)
+    out = _out_buffer(out, (N, h, w), dev)
     if out.numel() == 0:
         return out
     flat = Ht.view(N, h * w)
-    stats = torch.zeros((N, 4), dtype=torch.float64, device=dev)
+    stats = torch.zeros((N, 5), dtype=torch.float64, device=dev)
     stats[:, 2] = float("inf")
     stats[:, 3] = float("-inf")
+    stats[:, 4] = flat[:, 0]  # the shift, read before ``out`` may overwrite H
     with _Launch(be, dev) as L:
         k = L.k
         grid = k.grid_2d(h * w, N) if be == "cuda" else None
         block = getattr(k, "TPB", None)
         L.run(k.ge_stats, grid, block, L.arr(flat), L.arr(stats), work=flat.numel())
-        L.run(k.ge_final, grid, block, L.arr(flat), L.arr(stats), L.arr(out.view(N, h * w)),
+        target = _f32(out.view(N, h * w), "out")
+        L.run(k.ge_final, grid, block, L.arr(flat), L.arr(stats), L.arr(target),
               work=2 * flat.numel())
+    return out
+
+
+def _out_buffer(out: torch.Tensor | None, shape: tuple[int, ...], device) -> torch.Tensor:
+    """``out`` checked against ``shape`` (contiguous float32 on ``device``), or a new buffer."""
+    if out is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    if (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape
+            or out.dtype != torch.float32 or not out.is_contiguous()
+            or out.device != torch.device(device) or out.requires_grad):
+        got = (f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor)
+               else type(out).__name__)
+        raise InputError(f"out must be a contiguous float32 tensor of shape {shape} on {device} "
+                         f"that does not require grad; got {got}.")
     return out
 
 

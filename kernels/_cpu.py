@@ -398,11 +398,13 @@ def ge_chansum(E, S, smax):
 
 @njit(**_OPTS)
 def ge_resize_mul(Hm, S, smax, yi, yl, xi, xl, out):
-    """out[n] = resize(Hm[n] -> S's size) ⊙ (S[n]/smax[n]) if smax[n] > 0 else resize(Hm[n]).
+    """out[n] = resize(Hm[n] -> S's size) ⊙ (S[m]/smax[m]) if smax[m] > 0 else resize(Hm[n]),
+    m = n mod len(S): Hm may stack several layers' maps of the same images along its first axis.
 
     ``yi, yl, xi, xl`` are (1, h', 2) / (1, w', 2) tables (the layer axis of ``ups_*`` of size 1).
     """
     N, h, w = Hm.shape
+    NS = S.shape[0]
     H2 = S.shape[1]
     W2 = S.shape[2]
     rpc, C = _row_chunks(H2, W2, N)
@@ -416,14 +418,15 @@ def ge_resize_mul(Hm, S, smax, yi, yl, xi, xl, out):
         ns = yi[0, r1 - 1, 1] - s0 + 1
         hx = np.empty((ns, W2), np.float32)
         _interp_rows(flat, n * h * w, w, s0, ns, xi[0], xl[0], hx)
-        sm = smax[n]
+        m = n % NS
+        sm = smax[m]
         for i in range(r0, r1):
             a = yi[0, i, 0] - s0
             b = yi[0, i, 1] - s0
             lb = yl[0, i]
             if sm > 0:
                 for j in range(W2):
-                    out[n, i, j] = (hx[a, j] + lb * (hx[b, j] - hx[a, j])) * (S[n, i, j] / sm)
+                    out[n, i, j] = (hx[a, j] + lb * (hx[b, j] - hx[a, j])) * (S[m, i, j] / sm)
             else:
                 for j in range(W2):
                     out[n, i, j] = hx[a, j] + lb * (hx[b, j] - hx[a, j])
@@ -431,7 +434,8 @@ def ge_resize_mul(Hm, S, smax, yi, yl, xi, xl, out):
 
 @njit(**_OPTS)
 def ge_stats(Hm, stats):
-    """stats[n] = (Σd, Σd², min, max) over image n, d = x - Hm[n, 0] (shifted sums, float64)."""
+    """stats[n, :4] = (Σd, Σd², min, max) over image n, d = x - stats[n, 4] (shifted sums, float64;
+    the caller puts the shift, Hm[n, 0], in stats[n, 4] so that ge_final may then work in place)."""
     N, P = Hm.shape
     cp, C = _row_chunks(P, 1, N)
     part = np.empty((N * C, 4), np.float64)
@@ -440,7 +444,7 @@ def ge_stats(Hm, stats):
         c = it - n * C
         p0 = c * cp
         p1 = min(P, p0 + cp)
-        shift = np.float64(Hm[n, 0])
+        shift = stats[n, 4]
         s1 = 0.0
         s2 = 0.0
         lo = np.float32(np.inf)
@@ -500,7 +504,7 @@ def ge_final(Hm, stats, out):
         c = it - n * C
         p0 = c * cp
         p1 = min(P, p0 + cp)
-        mean, std, cmin, cmax, ok = _ge_params(Hm[n, 0], stats[n, 0], stats[n, 1], P,
+        mean, std, cmin, cmax, ok = _ge_params(stats[n, 4], stats[n, 0], stats[n, 1], P,
                                                stats[n, 2], stats[n, 3])
         if not ok:
             for p in range(p0, p1):

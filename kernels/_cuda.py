@@ -325,11 +325,13 @@ def ge_chansum(E, S, smax):
 @cuda.jit(cache=True)
 def ge_resize_mul(Hm, S, smax, yi, yl, xi, xl, out):
     N, h, w = Hm.shape
+    NS = S.shape[0]
     H2 = S.shape[1]
     W2 = S.shape[2]
     P = H2 * W2
     for n in range(cuda.blockIdx.y, N, cuda.gridDim.y):
-        sm = smax[n]
+        m = n % NS
+        sm = smax[m]
         for p in range(cuda.blockIdx.x * TPB + cuda.threadIdx.x, P, cuda.gridDim.x * TPB):
             i = p // W2
             j = p - i * W2
@@ -344,14 +346,15 @@ def ge_resize_mul(Hm, S, smax, yi, yl, xi, xl, out):
             t1 = c + lx * (Hm[n, y1, x1] - c)
             v = t0 + yl[0, i] * (t1 - t0)
             if sm > 0:
-                v = v * (S[n, i, j] / sm)
+                v = v * (S[m, i, j] / sm)
             out[n, i, j] = v
 
 
 @cuda.jit(cache=True)
 def ge_stats(Hm, stats):
-    """Atomically accumulates (Σd, Σd², min, max), d = x - Hm[n,0]; caller initialises
-    stats[:, :2] = 0, stats[:, 2] = +inf, stats[:, 3] = -inf."""
+    """Atomically accumulates (Σd, Σd², min, max), d = x - stats[n, 4]; caller initialises
+    stats[:, :2] = 0, stats[:, 2] = +inf, stats[:, 3] = -inf and stats[:, 4] = Hm[:, 0] (the
+    shift, kept apart so that ge_final may write over Hm)."""
     N, P = Hm.shape
     tid = cuda.threadIdx.x
     s1a = cuda.shared.array(TPB, float64)
@@ -359,7 +362,7 @@ def ge_stats(Hm, stats):
     smn = cuda.shared.array(TPB, float32)
     smx = cuda.shared.array(TPB, float32)
     for n in range(cuda.blockIdx.y, N, cuda.gridDim.y):
-        shift = float64(Hm[n, 0])
+        shift = stats[n, 4]
         s1 = float64(0.0)
         s2 = float64(0.0)
         lo = float32(np.inf)
@@ -417,7 +420,7 @@ def _ge_params(x0, s1, s2, P, lo, hi):
 def ge_final(Hm, stats, out):
     N, P = Hm.shape
     for n in range(cuda.blockIdx.y, N, cuda.gridDim.y):
-        mean, std, cmin, cmax, ok = _ge_params(Hm[n, 0], stats[n, 0], stats[n, 1], P,
+        mean, std, cmin, cmax, ok = _ge_params(stats[n, 4], stats[n, 0], stats[n, 1], P,
                                                stats[n, 2], stats[n, 3])
         crng = cmax - cmin
         for p in range(cuda.blockIdx.x * TPB + cuda.threadIdx.x, P, cuda.gridDim.x * TPB):

@@ -115,6 +115,10 @@ def test_ge_saliency_and_apply():
     close(smax, S_ref.amax(dim=(1, 2)))
     H = rand(2, 2, 3, seed=4, device=DEV)
     close(K.ge_apply(H, S, smax, **BE), ge_step_ref(H.cpu(), E.cpu()))
+    stacked = rand(3 * 2, 2, 3, seed=5, device=DEV)  # three layers' maps of the same two images
+    out = torch.empty(3 * 2, 4, 5, device=DEV)
+    assert K.ge_apply(stacked, S, smax, out=out, **BE) is out
+    close(out, torch.cat([ge_step_ref(m, E.cpu()) for m in stacked.cpu().split(2)]))
 
 
 def test_ge_finalize():
@@ -124,6 +128,9 @@ def test_ge_finalize():
     close(got, ge_finalize_ref(H.cpu()))
     assert (got[1] == 0).all()
     close(K.ge_finalize(rand(1, 1, 1, seed=2, device=DEV), **BE), torch.zeros(1, 1, 1))
+    expected = ge_finalize_ref(H.cpu())
+    assert K.ge_finalize(H, out=H, **BE) is H  # in place
+    close(H, expected)
 
 
 @pytest.mark.skipif(SIM, reason="large shapes only on a real GPU")

@@ -238,6 +238,24 @@ def test_ge_saliency_and_apply():
         close(K.ge_apply(H, S, smax), ge_step_ref(H, E))
     with pytest.raises(InputError):
         K.ge_apply(rand(2, 3, 3), S, smax[:1])
+    with pytest.raises(InputError):  # 3 maps cannot stack layers of 2 images
+        K.ge_apply(rand(3, 3, 3), S, smax)
+
+
+def test_ge_apply_stacked_layers_and_out_buffer():
+    """H stacking G layers' maps (G·N, h, w) equals G separate calls; ``out`` is written and
+    returned; a wrong ``out`` is refused."""
+    E = rand(2, 4, 11, 9, seed=13)
+    E[1, :, :5] = -2.0
+    S, smax = K.ge_saliency(E)
+    layers = [rand(2, 3, 4, seed=30 + g) for g in range(3)]
+    out = torch.empty(6, 11, 9)
+    assert K.ge_apply(torch.cat(layers), S, smax, out=out) is out
+    close(out, torch.cat([ge_step_ref(h, E) for h in layers]))
+    for bad in (torch.empty(6, 11, 8), torch.empty(6, 11, 9, dtype=torch.float64),
+                torch.empty(6, 9, 11).transpose(1, 2), "buffer"):
+        with pytest.raises(InputError, match="out must be"):
+            K.ge_apply(torch.cat(layers), S, smax, out=bad)
 
 
 def test_ge_finalize():
@@ -249,6 +267,9 @@ def test_ge_finalize():
     assert (got[1] == 0).all()
     assert got[0].min() == 0 and got[0].max() == 1
     close(K.ge_finalize(rand(2, 1, 1, seed=2)), torch.zeros(2, 1, 1))
+    expected = ge_finalize_ref(H)
+    assert K.ge_finalize(H, out=H) is H  # in place: the shift is read before any write
+    close(H, expected)
 
 
 def test_ge_pipeline_224():

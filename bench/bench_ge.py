@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -58,26 +57,28 @@ def overhead(args, device: str) -> list[list[str]]:
     return rows
 
 
-def road_rows(args) -> tuple[list[list[str]], list[float], list[float]]:
+def road_rows(args) -> tuple[list[list[str]], dict[str, list[float]]]:
+    """ROAD of the last layer's map per photo: plain, extrapolated, and extrapolated without the
+    input step (``include_input=False``)."""
     import skimage.data
 
     explainer = Explainer()
-    rows, plain_all, sharp_all = [], [], []
-    for name, load in PHOTOS.items():
+    variants = {"plain": {}, "extrapolated": {"extrapolate": True},
+                "extrapolated, no input step": {"extrapolate": True, "include_input": False}}
+    rows, means = [], {name: [] for name in variants}
+    for photo, load in PHOTOS.items():
         image = load(skimage.data)
-        plain = explainer.explain(image, method=args.method, layers="suggested", progress=False)
-        sharp = explainer.explain(image, method=args.method, layers="suggested", extrapolate=True,
-                                  progress=False)
-        scores = [road_score(explainer, image, m.maps[0], trials=args.trials, seed=0)
-                  for m in (plain, sharp)]
-        plain_all.append(scores[0].mean)
-        sharp_all.append(scores[1].mean)
-        rows.append([name, plain.label(0),
-                     f"{scores[0].mean:+.4f} ± {scores[0].scores.std():.4f}",
-                     f"{scores[1].mean:+.4f} ± {scores[1].scores.std():.4f}",
-                     f"{scores[1].mean - scores[0].mean:+.4f}"])
+        row = [photo, None]
+        for variant, options in variants.items():
+            result = explainer.explain(image, method=args.method, layers="suggested",
+                                       progress=False, **options)
+            score = road_score(explainer, image, result.maps[0], trials=args.trials, seed=0)
+            means[variant].append(score.mean)
+            row[1] = result.label(0)
+            row.append(f"{score.mean:+.4f} ± {score.scores.std():.4f}")
+        rows.append(row)
         print(rows[-1], flush=True)
-    return rows, plain_all, sharp_all
+    return rows, means
 
 
 def main() -> None:
@@ -90,10 +91,17 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     timing = overhead(args, device)
-    road, plain, sharp = road_rows(args)
+    road, means = road_rows(args)
     header = ["layers", "batch", f"{args.method} s", f"{args.method} + GE s",
               "GE overhead (median of pairs)", "extrapolation alone (ms)", "alone / plain"]
-    road_header = ["photo", "predicted class", "ROAD plain", "ROAD extrapolated", "difference"]
+    road_header = ["photo", "predicted class"] + [f"ROAD {v}" for v in means]
+    plain = np.array(means["plain"])
+    summary = "; ".join(
+        f"{variant} {np.mean(values):+.4f}" + ("" if variant == "plain" else
+                                              f" (higher than plain on "
+                                              f"{int(np.sum(np.array(values) > plain))} of "
+                                              f"{len(plain)})")
+        for variant, values in means.items())
     body = (f"## Gradual Extrapolation overhead and ROAD (bench/bench_ge.py)\n\n"
             f"Machine: {machine()}\n\n"
             f"ResNet-50, 224×224, random weights, device {device}; {args.repeat} alternating pairs "
@@ -105,10 +113,11 @@ def main() -> None:
             f"ROAD (SPEC §8, fractions 0.2/0.4/0.6/0.8, higher is more faithful) of the last "
             f"layer's {args.method} map on the pretrained default model (EfficientNet-Lite0, "
             f"224×224) for scikit-image photos, class = the prediction; mean ± std over "
-            f"{args.trials} seeded imputation trials.\n\n{table(road_header, road)}\n\n"
-            f"Mean over the photos: plain {statistics.mean(plain):+.4f}, extrapolated "
-            f"{statistics.mean(sharp):+.4f}; extrapolated higher on "
-            f"{int(np.sum(np.array(sharp) > np.array(plain)))} of {len(plain)} photos.")
+            f"{args.trials} seeded imputation trials. Plain: the map bilinearly upsampled; "
+            f"extrapolated: Gradual Extrapolation with the default include_input=True (the "
+            f"reference's last step multiplies by ReLU(Σ input channels), i.e. the image's "
+            f"brightness); no input step: include_input=False.\n\n"
+            f"{table(road_header, road)}\n\nMean over the photos: {summary}.")
     print(body)
     write_section("ge", body)
 

@@ -7,12 +7,14 @@ Each pair has one signature; the data's device selects the twin (see ``_api``):
   fused with local / global / no min-max normalisation; :func:`normalize_` on a buffer alone.
 - :func:`ge_step` (= :func:`ge_apply` ∘ :func:`ge_saliency`), :func:`ge_finalize` — Gradual
   Extrapolation (SPEC §6).
+- :func:`add_power_sums` — Σ_t g^p, p = 1, 2, 3, in float64 (Smooth Grad-CAM++, SPEC §5).
 - :func:`warmup` — pay the first-call JIT (or cache load) ahead of time.
 """
 
 from ._api import (
     NORM_MODES,
     WSUM_MODES,
+    add_power_sums,
     cuda_simulator_enabled,
     ge_apply,
     ge_finalize,
@@ -28,6 +30,7 @@ from ._tables import axis_table
 __all__ = [
     "NORM_MODES",
     "WSUM_MODES",
+    "add_power_sums",
     "axis_table",
     "cuda_simulator_enabled",
     "ge_apply",

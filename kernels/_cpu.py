@@ -516,3 +516,27 @@ def ge_final(Hm, stats, out):
             z = min(max(z, np.float32(-1.0)), np.float32(1.0))
             v = (z - cmin) / crng
             out[n, p] = min(max(v, np.float32(0.0)), np.float32(1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# power sums (Smooth Grad-CAM++ derivatives, SPEC §5)
+# --------------------------------------------------------------------------------------------
+_POWER_BLOCK = 8192  # columns per parallel work item
+
+
+@njit(**_OPTS)
+def power_sums(g, s1, s2, s3):
+    """s_p[j] += Σ_t g[t, j]^p, p = 1, 2, 3: float32 (m, L) in, float64 (L,) sums, one pass over
+    g with no temporaries; parallel over blocks of columns, each block reading its rows in order."""
+    m, size = g.shape
+    for item in prange((size + _POWER_BLOCK - 1) // _POWER_BLOCK):
+        lo = item * _POWER_BLOCK
+        hi = min(lo + _POWER_BLOCK, size)
+        for t in range(m):
+            for j in range(lo, hi):
+                v = np.float64(g[t, j])
+                v2 = v * v
+                s1[j] += v
+                s2[j] += v2
+                s3[j] += v2 * v
+

@@ -431,3 +431,27 @@ def ge_final(Hm, stats, out):
                 out[n, p] = min(max(v, float32(0.0)), float32(1.0))
             else:
                 out[n, p] = float32(0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# power sums (Smooth Grad-CAM++ derivatives)
+# --------------------------------------------------------------------------------------------
+@cuda.jit(cache=True)
+def power_sums(g, s1, s2, s3):
+    """s_p[j] += Σ_t g[t, j]^p. 1-D grid-stride over the columns j, one thread owning a column
+    (no atomics), reading its rows in order: consecutive threads read consecutive j (coalesced)."""
+    m, size = g.shape
+    for j in range(cuda.blockIdx.x * TPB + cuda.threadIdx.x, size, cuda.gridDim.x * TPB):
+        a1 = s1[j]
+        a2 = s2[j]
+        a3 = s3[j]
+        for t in range(m):
+            v = float64(g[t, j])
+            v2 = v * v
+            a1 += v
+            a2 += v2
+            a3 += v2 * v
+        s1[j] = a1
+        s2[j] = a2
+        s3[j] = a3
+

@@ -19,6 +19,7 @@ from kernels_oracle import (
     global_extremes_maps,
     normalize_ref,
     rand,
+    run_power_sums_case,
     run_wsum_case,
     upsample_ref,
     wsum_ref,
@@ -133,6 +134,11 @@ def test_ge_finalize():
     close(H, expected)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (4, 2, 5, 7)])
+def test_add_power_sums(shape):
+    run_power_sums_case(shape, device=DEV, **BE)
+
+
 @pytest.mark.skipif(SIM, reason="large shapes only on a real GPU")
 def test_real_gpu_large_shapes():
     # Realistic launch sizes: many layers, batch > 1, odd sizes, 224x224 output.
@@ -150,3 +156,4 @@ def test_real_gpu_large_shapes():
     H = torch.rand(16, 7, 7, device="cuda")
     close(K.ge_step(H, E), ge_step_ref(H.cpu(), E.cpu()))
     close(K.ge_finalize(K.ge_step(H, E)), ge_finalize_ref(ge_step_ref(H.cpu(), E.cpu())))
+    run_power_sums_case((25, 8, 256, 28, 28), device="cuda")

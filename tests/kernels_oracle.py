@@ -129,3 +129,19 @@ def check_global_extremes(out: torch.Tensor) -> None:
             if l != holder:
                 assert o[l, n].min().item() > 0.0
                 assert o[l, n].max().item() < 1.0
+
+
+def run_power_sums_case(shape, device="cpu", **kw) -> None:
+    """add_power_sums twice into non-zero float64 accumulators == float64 torch sums of g, g², g³
+    (same float64 arithmetic, summation order aside: tolerance 1e-12)."""
+    from camonnx import kernels as K
+
+    g1, g2 = rand(*shape, seed=41, device=device), rand(*shape, seed=42, device=device, lo=-3)
+    start = rand(3, *shape[1:], seed=43).double().to(device)
+    sums = [start[p].clone().reshape(-1) for p in range(3)]
+    K.add_power_sums(g1, sums, **kw)
+    K.add_power_sums(g2, sums, **kw)
+    for p in range(3):
+        both = torch.cat([g1, g2]).double().cpu()
+        want = start[p].cpu().reshape(-1) + (both ** (p + 1)).reshape(both.shape[0], -1).sum(0)
+        torch.testing.assert_close(sums[p].cpu(), want, rtol=1e-12, atol=1e-12)

@@ -71,6 +71,7 @@ def main() -> int:
                           A(f32, 2), A(f32, 3)),
         "ge_stats": (A(f32, 2), A(f64, 2)),
         "ge_final": (A(f32, 2), A(f64, 2), A(f32, 2)),
+        "power_sums": (A(f32, 2), A(f64, 1), A(f64, 1), A(f64, 1)),
     }
     failed = []
     for name, sig in sigs.items():

@@ -27,6 +27,7 @@ from kernels_oracle import (
     global_extremes_maps,
     normalize_ref,
     rand,
+    run_power_sums_case,
     run_wsum_case,
     upsample_ref,
     wsum_ref,
@@ -78,7 +79,7 @@ def _finish(proc, log, timeout=600):
 
 
 CPU_KERNELS = ["wsum_channel", "wsum_elementwise", "ups_minmax", "ups_write", "maps_minmax",
-               "maps_scale", "ge_chansum", "ge_resize_mul", "ge_stats", "ge_final"]
+               "maps_scale", "ge_chansum", "ge_resize_mul", "ge_stats", "ge_final", "power_sums"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -304,6 +305,22 @@ def test_bad_inputs_are_clear_errors():
             K.weighted_channel_sum(A, rand(2, 3), backend="cuda")
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3, 7, 9), (3, 20001)], ids=["one", "4d", "blocks"])
+def test_add_power_sums(shape):
+    run_power_sums_case(shape)
+
+
+def test_add_power_sums_rejects_bad_accumulators():
+    g = rand(2, 3, 4)
+    good = [torch.zeros(12, dtype=torch.float64) for _ in range(3)]
+    for bad in (good[:2], [torch.zeros(12) for _ in range(3)],
+                [torch.zeros(11, dtype=torch.float64)] * 3):
+        with pytest.raises(InputError, match="accumulators"):
+            K.add_power_sums(g, bad)
+    with pytest.raises(InputError):
+        K.add_power_sums(torch.tensor(1.0), good)
+
+
 def test_each_cpu_kernel_has_one_signature():
     K.warmup()
     for name in CPU_KERNELS:
@@ -330,7 +347,7 @@ def test_cuda_kernels_compile_to_ptx():
     if rc == 77:
         pytest.skip(out.strip()[-300:])
     assert rc == 0, f"PTX compilation failed (rc={rc}):\n{out[-6000:]}"
-    assert out.count("PTX ok:") == 10, out
+    assert out.count("PTX ok:") == len(CPU_KERNELS), out  # every twin has its CUDA kernel
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

@@ -17,8 +17,8 @@ torch mirror in chunks of at most ``ctx.batch_size`` copies (whole images per ch
 with one forward and one ``torch.autograd.grad(score.sum(), taps)`` per chunk for all requested
 taps at once: the input requires grad only so that the taps join the autograd graph, and the
 backward stops at the shallowest requested tap. Per tap, Σ_t g, Σ_t g² and Σ_t g³ are accumulated
-per image in float64 (one pass over the gradients, :func:`add_power_sums`) while that image's copies
-are in flight, and stored as float32 means D1, D2, D3 once its n copies are done (the stored state
+per image in float64 (one pass over the gradients: :func:`camonnx.kernels.add_power_sums`, a
+CPU/CUDA kernel pair) while that image's copies are in flight, and stored as float32 means D1, D2, D3 once its n copies are done (the stored state
 is 3 tensors of the batch's activation size, like the activations + gradients that gradient
 methods keep). α and w are computed in float64 per layer from D and A.
 
@@ -91,11 +91,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from numba import njit, prange
 from tqdm.auto import tqdm
 
 from camonnx.errors import InputError
 from camonnx.graph import Layer
+from camonnx.kernels import add_power_sums
 from camonnx.methods import CamMethod, Context, LayerData, register
 from camonnx.methods.gradcampp import plusplus_weights
 from camonnx.noise import NoiseTunnel
@@ -302,43 +302,6 @@ class _State:
     channels: dict[str, ChannelSubset]
     means: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # tap → D1, D2, D3
     cells: dict[str, torch.Tensor | None]  # tap → (h, w) bool, None: the whole layer
-
-
-_BLOCK = 8192  # flattened elements per parallel work item of the power-sum kernel
-
-
-@njit(parallel=True, cache=True, fastmath=False, nogil=True, error_model="numpy")
-def _power_sums_cpu(g, s1, s2, s3):  # pragma: no cover - compiled
-    """s_p[j] += Σ_t g[t, j]^p, p = 1, 2, 3: float32 (m, L) in, float64 (L,) sums, one pass
-    over g with no temporaries; parallel over blocks of j, each block reading its rows in order."""
-    m, size = g.shape
-    for item in prange((size + _BLOCK - 1) // _BLOCK):
-        lo = item * _BLOCK
-        hi = min(lo + _BLOCK, size)
-        for t in range(m):
-            for j in range(lo, hi):
-                v = np.float64(g[t, j])
-                v2 = v * v
-                s1[j] += v
-                s2[j] += v2
-                s3[j] += v2 * v
-
-
-def add_power_sums(g: torch.Tensor, sums: list[torch.Tensor]) -> None:
-    """``sums[p-1] += Σ_t g_t^p`` for p = 1, 2, 3 over the first axis of ``g`` (m, ...), into float64
-    (L,) accumulators on g's device. Powers and sums in float64 (g² exact; g³ rounded once), so
-    with one copy D1, D2, D3 are g, g², g³ to float32 rounding. CPU: a Numba kernel (one pass, no
-    temporaries: it would belong in ``camonnx.kernels`` as a CPU/CUDA pair); CUDA: torch."""
-    flat = g.detach().reshape(g.shape[0], -1)
-    if flat.device.type == "cpu":
-        flat = flat.to(torch.float32).contiguous()
-        _power_sums_cpu(flat.numpy(), *(s.numpy() for s in sums))
-        return
-    flat = flat.double()
-    square = flat * flat
-    sums[0] += flat.sum(dim=0)
-    sums[1] += square.sum(dim=0)
-    sums[2] += (square * flat).sum(dim=0)
 
 
 def _copies_target(target: Target, rows: list[int]) -> Target:

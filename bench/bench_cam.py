@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,11 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from results import export_resnet50, resnet50  # noqa: E402
+from results import export_resnet50, first_and_warm, resnet50  # noqa: E402
 
 
 def run_one(approach: str, batch: int, repeat: int, onnx_path: str) -> dict:
     """Time one approach in this process: first call and the median of warm calls."""
-    import statistics
-
     import torch
 
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -59,16 +56,7 @@ def run_one(approach: str, batch: int, repeat: int, onnx_path: str) -> dict:
             model(xr)[:, 0].sum().backward()
             model.zero_grad(set_to_none=True)
 
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"first": first, "warm": statistics.median(times), "load": load, "peak_mb": peak_mb}
+    return {**first_and_warm(fn, repeat), "load": load}
 
 
 def main() -> None:

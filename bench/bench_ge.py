@@ -115,8 +115,9 @@ def main() -> None:
             f"224×224) for scikit-image photos, class = the prediction; mean ± std over "
             f"{args.trials} seeded imputation trials. Plain: the map bilinearly upsampled; "
             f"extrapolated: Gradual Extrapolation with the default include_input=True (the "
-            f"reference's last step multiplies by ReLU(Σ input channels), i.e. the image's "
-            f"brightness); no input step: include_input=False.\n\n"
+            f"reference's last step multiplies by ReLU(Σ of the normalised input's channels): "
+            f"roughly where the image is brighter than the ImageNet mean); no input step: "
+            f"include_input=False.\n\n"
             f"{table(road_header, road)}\n\nMean over the photos: {summary}.")
     print(body)
     write_section("ge", body)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +74,7 @@ def run_one(approach: str, model_name: str, scope: str, samples: int, repeat: in
             onnx_path: str) -> dict:
     """Time one approach in this process: its first call and the median of warm calls."""
     import torch
+    from results import first_and_warm
 
     x = _image()
     sigma = 0.15 * float(x.max() - x.min())  # the same noise level for every approach
@@ -135,17 +134,7 @@ def run_one(approach: str, model_name: str, scope: str, samples: int, repeat: in
                 w = smooth_weights(*[s / samples for s in sums], acts[group[0].tensor])
                 torch.relu((w[:, :, None, None] * acts[group[0].tensor]).sum(1))
 
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    warm = statistics.median(times) if times else first
-    return {"first": first, "warm": warm, "load": load, "peak_mb": peak_mb, "layers": n_layers}
+    return {**first_and_warm(fn, repeat), "load": load, "layers": n_layers}
 
 
 def main() -> None:

@@ -43,6 +43,24 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def first_and_warm(fn: Callable[[], object], repeat: int = 3) -> dict:
+    """{"first": the first call's seconds (JIT, caches), "warm": median of ``repeat`` later calls
+    (the first's when ``repeat`` is 0), "peak_mb": the process's peak resident memory}."""
+    import resource
+
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"first": first, "warm": statistics.median(times) if times else first,
+            "peak_mb": peak_mb}
+
+
 def paired(first: Callable[[], object], second: Callable[[], object], repeat: int = 7,
            warmup: int = 1) -> tuple[float, float, float]:
     """(median s of ``first``, median s of ``second``, median of the per-pair ratios

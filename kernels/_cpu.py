@@ -200,6 +200,23 @@ def wsum_elementwise(acts, weights, relu_inner, relu_out, out):
 # --------------------------------------------------------------------------------------------
 # 2. many layers' maps -> one (L, N, H, W) buffer, fused with min-max normalisation
 # --------------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def _ups_item(it, C, N, rpc, H, offs, hs, ws, yi):
+    """Work item ``it`` of the upsampling kernels (C row chunks per map, maps layer-major):
+    (layer, image, first and end output rows, flat offset and width of the source map, first
+    source row and number of source rows the chunk reads)."""
+    m = it // C
+    c = it - m * C
+    l = m // N
+    n = m - l * N
+    r0 = c * rpc
+    r1 = min(H, r0 + rpc)
+    w = ws[l]
+    base = offs[l] + n * hs[l] * w
+    s0 = yi[l, r0, 0]
+    return l, n, r0, r1, base, w, s0, yi[l, r1 - 1, 1] - s0 + 1
+
+
 @njit(**_OPTS)
 def ups_minmax(packed, offs, hs, ws, yi, yl, xi, xl, mn, mx):
     """mn[l,n], mx[l,n] = min/max of layer l's map of image n bilinearly resized to (H, W).
@@ -215,17 +232,7 @@ def ups_minmax(packed, offs, hs, ws, yi, yl, xi, xl, mn, mx):
     pmn = np.empty(n_items, np.float32)
     pmx = np.empty(n_items, np.float32)
     for it in prange(n_items):
-        m = it // C
-        c = it - m * C
-        l = m // N
-        n = m - l * N
-        r0 = c * rpc
-        r1 = min(H, r0 + rpc)
-        h = hs[l]
-        w = ws[l]
-        base = offs[l] + n * h * w
-        s0 = yi[l, r0, 0]
-        ns = yi[l, r1 - 1, 1] - s0 + 1
+        l, n, r0, r1, base, w, s0, ns = _ups_item(it, C, N, rpc, H, offs, hs, ws, yi)
         hx = np.empty((ns, W), np.float32)
         _interp_rows(packed, base, w, s0, ns, xi[l], xl[l], hx)
         lo = np.float32(np.inf)
@@ -261,17 +268,7 @@ def ups_write(packed, offs, hs, ws, yi, yl, xi, xl, lo, rng, do_norm, out):
     rpc, C = _row_chunks(H, W, L * N)
     n_items = L * N * C
     for it in prange(n_items):
-        m = it // C
-        c = it - m * C
-        l = m // N
-        n = m - l * N
-        r0 = c * rpc
-        r1 = min(H, r0 + rpc)
-        h = hs[l]
-        w = ws[l]
-        base = offs[l] + n * h * w
-        s0 = yi[l, r0, 0]
-        ns = yi[l, r1 - 1, 1] - s0 + 1
+        l, n, r0, r1, base, w, s0, ns = _ups_item(it, C, N, rpc, H, offs, hs, ws, yi)
         lo_ = lo[l, n]
         rng_ = rng[l, n]
         if do_norm != 0 and not (rng_ > 0):

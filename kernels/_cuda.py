@@ -123,6 +123,26 @@ def _block_minmax(smn, smx, tid):
 # --------------------------------------------------------------------------------------------
 # 1. weighted channel sums
 # --------------------------------------------------------------------------------------------
+@cuda.jit(device=True)
+def _wsum_store(part, acc, tx, ty, t, total, P, w, relu_out, out):
+    """End of a weighted-sum tile: the WS_Y channel slices' float64 partial sums of pixel ``t``
+    meet in shared memory, row 0 adds them, applies the outer ReLU and writes the pixel. All
+    threads of the block must call it (it synchronises)."""
+    part[ty, tx] = acc
+    cuda.syncthreads()
+    if ty == 0 and t < total:
+        for y in range(1, WS_Y):
+            acc += part[y, tx]
+        v = float32(acc)
+        if relu_out != 0 and v < 0:
+            v = float32(0.0)
+        n = t // P
+        p = t - n * P
+        i = p // w
+        out[n, i, p - i * w] = v
+    cuda.syncthreads()
+
+
 @cuda.jit(cache=True)
 def wsum_channel(acts, weights, relu_out, out):
     N, K, h, w = acts.shape
@@ -141,19 +161,7 @@ def wsum_channel(acts, weights, relu_out, out):
             j = p - i * w
             for k in range(ty, K, WS_Y):
                 acc += float64(weights[n, k]) * float64(acts[n, k, i, j])
-        part[ty, tx] = acc
-        cuda.syncthreads()
-        if ty == 0 and t < total:
-            for y in range(1, WS_Y):
-                acc += part[y, tx]
-            v = float32(acc)
-            if relu_out != 0 and v < 0:
-                v = float32(0.0)
-            n = t // P
-            p = t - n * P
-            i = p // w
-            out[n, i, p - i * w] = v
-        cuda.syncthreads()
+        _wsum_store(part, acc, tx, ty, t, total, P, w, relu_out, out)
 
 
 @cuda.jit(cache=True)
@@ -176,19 +184,7 @@ def wsum_elementwise(acts, weights, relu_inner, relu_out, out):
                 prod = float64(weights[n, k, i, j]) * float64(acts[n, k, i, j])
                 if relu_inner == 0 or prod > 0:
                     acc += prod
-        part[ty, tx] = acc
-        cuda.syncthreads()
-        if ty == 0 and t < total:
-            for y in range(1, WS_Y):
-                acc += part[y, tx]
-            v = float32(acc)
-            if relu_out != 0 and v < 0:
-                v = float32(0.0)
-            n = t // P
-            p = t - n * P
-            i = p // w
-            out[n, i, p - i * w] = v
-        cuda.syncthreads()
+        _wsum_store(part, acc, tx, ty, t, total, P, w, relu_out, out)
 
 
 # --------------------------------------------------------------------------------------------

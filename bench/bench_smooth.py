@@ -3,8 +3,9 @@
 ResNet-18 and ResNet-50 (random weights), one 224×224 image, n = 25 noisy copies.
 
 - camonnx: ``explain(method="smoothgradcam++", samples=25)``: one ONNX Runtime forward of the
-  clean image, then the 25 copies as one batch through the torch mirror, one forward and one
-  backward that stops at the shallowest requested tap, for every requested tap at once.
+  clean image, then the 25 copies through the torch mirror in passes of 8 copies (on CPU), one
+  forward and one backward per pass that stops at the shallowest requested tap, for every
+  requested tap at once.
 - torchcam (``torchcam.methods.SmoothGradCAMpp``, if installed; the bench checks that pip would
   not replace torch before installing it): its documented use, ``scores = model(x)`` then
   ``cam(class_idx)``, which runs one forward + one ``autograd.grad`` to the hooked layers per noisy
@@ -154,6 +155,8 @@ def main() -> None:
 
     from results import machine, table, write_section
 
+    from camonnx.methods.smoothgradcampp import CPU_COPIES_PER_PASS
+
     reference = "torchcam" if have_torchcam() else "per-sample loop"
     if reference == "torchcam":
         import torchcam
@@ -194,9 +197,10 @@ def main() -> None:
               f"speed-up vs {baseline['last'].split()[0]}", "peak RSS MB"]
     body = (f"## Smooth Grad-CAM++ (bench/bench_smooth.py)\n\nMachine: {machine()}\n\n"
             f"One random 224×224 image, random weights, n = {args.samples} noisy copies, CPU. "
-            f"Reference: {ref_label}. camonnx: ORT clean forward + the {args.samples} copies as one "
-            "batch through the mirror, one forward + one backward (stopping at the shallowest "
-            "requested tap) for all requested taps, maps upsampled and normalised. torchcam: "
+            f"Reference: {ref_label}. camonnx: ORT clean forward + the {args.samples} copies "
+            f"through the mirror in passes of {CPU_COPIES_PER_PASS} copies, one forward + one "
+            "backward per pass (stopping at the shallowest requested tap) for all requested taps "
+            "at once, maps upsampled and normalised. torchcam: "
             "`scores = model(x); cam(class_idx)`, one forward + backward per copy (batch 1); "
             "'per layer' = one extractor per Conv2d, 'one extractor' = all Conv2d hooked at once. "
             "Speed-up is against the reference row of the same scope (torchcam for the last "

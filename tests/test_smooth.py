@@ -225,7 +225,7 @@ def test_seeded_and_batch_independent(explainer, images):
 
 
 def test_copies_spanning_chunks(explainer):
-    # 40 copies of one image run as chunks of 32 + 8 (explain's minimum chunk is 32 copies);
+    # 40 copies of one image run as 5 chunks of 8 on CPU (CPU_COPIES_PER_PASS; 32 + 8 on a GPU);
     # the same D1, D2, D3 from one mirror pass over all 40 give the same maps
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     layers = [explainer.layers[i] for i in (0, 9)]

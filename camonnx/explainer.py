@@ -136,7 +136,7 @@ class Explainer:
             raise InputError(f"The model expects images of (channels, height, width) = "
                              f"{tuple(e if e is not None else '?' for e in expected)}, got {got}. "
                              "Pass image files or arrays to let camonnx resize them.")
-        if not torch.isfinite(x).all():
+        if not _all_finite(x):
             raise InputError("The input tensor holds NaN or infinite values.")
 
     def to_model_layout(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,6 +347,15 @@ def _fit_recipe(recipe: Preprocess, graph: ModelGraph) -> Preprocess:
         resize = round(min(h, w) * recipe.resize / min(recipe.size)) if recipe.resize else None
         return replace(recipe, size=(h, w), resize=resize)
     return recipe
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every value is finite. On CPU through numpy, single-threaded: torch's parallel
+    region for a 224×224 batch costs tens of milliseconds when its threads must first wake up
+    (measured 27 ms right after an ONNX Runtime run), numpy ~0.1 ms."""
+    if x.device.type == "cpu":
+        return bool(np.isfinite(x.detach().numpy()).all())
+    return bool(torch.isfinite(x).all())
 
 
 def _split_targets(targets: TargetLike, n: int):

@@ -131,7 +131,10 @@ EXTRAPOLATE_OPTION = click.option("--extrapolate", is_flag=True,
                                        "earlier layers' activations (no extra pass).")
 INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", default=True,
                                     show_default=True,
-                                    help="With --extrapolate: use the input image as the last step.")
+                                    help="With --extrapolate: use the input image as the last "
+                                         "step (as the reference). It weights the map by the "
+                                         "image's brightness; --no-include-input scored higher "
+                                         "ROAD on real photos (bench/RESULTS.md).")
 
 
 @main.command()

@@ -16,6 +16,11 @@ and step, and a final z-score pass over the output (written once, finalised in p
 result already spans [0, 1] per map (min 0 and max 1 exactly, or all zeros), so the explainer's
 local or global normalisation leaves it unchanged and is not re-applied.
 
+The input step multiplies by ReLU(Σ of the normalised input's channels), roughly where the image
+is brighter than the ImageNet mean. On real photos with the pretrained default model it lowered
+ROAD (faithfulness) below the plain map's, while ``include_input=False`` raised it
+(bench/bench_ge.py, bench/RESULTS.md); the default stays on, as in the reference.
+
 Models whose first layers are not strided (VGG): a map already at the input's resolution has no
 larger step, so it is only finalised; with ``include_input=False`` an explained layer below the
 first strided step is finalised as it is, upsampled to the input size first if needed.

@@ -94,6 +94,18 @@ def test_class_out_of_range_and_wrong_target_count(resnet18_onnx):
         explainer.gradients(x, targets=[1, 2, 3])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_refused_before_any_pass(resnet18_onnx, bad):
+    import torch
+
+    explainer = Explainer(resnet18_onnx)
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    x[1, 2, 5, 7] = bad
+    for images in (x, torch.from_numpy(x).requires_grad_(True)):
+        with pytest.raises(InputError, match="NaN or infinite"):
+            explainer.explain(images, progress=False)
+
+
 def test_constant_image_gives_finite_gradients(resnet18_onnx):
     explainer = Explainer(resnet18_onnx)
     result = explainer.gradients(np.zeros((1, 3, 32, 32), np.float32))

@@ -420,10 +420,10 @@ def ge_apply(H: torch.Tensor, S: torch.Tensor, smax: torch.Tensor, *,
     (layer-major, as ``maps.reshape(G * N, h, w)``), so that one launch serves every layer going
     through the step. ``out``: an optional contiguous float32 (N·G, h', w') buffer (returned)."""
     Ht, St, mt = _f32(H, "H"), _f32(S, "S"), _f32(smax, "smax")
-    if (Ht.dim() != 3 or St.dim() != 3 or mt.shape != (St.shape[0],) or St.shape[0] == 0
-            or Ht.shape[0] % St.shape[0]):
-        raise InputError(f"ge_apply needs H (N·G, h, w), S (N, h', w') and smax (N,) with N ≥ 1 "
-                         f"dividing H's first axis; got {tuple(Ht.shape)}, {tuple(St.shape)} and "
+    if (Ht.dim() != 3 or St.dim() != 3 or mt.shape != (St.shape[0],)
+            or (Ht.shape[0] % St.shape[0] if St.shape[0] else Ht.shape[0])):
+        raise InputError(f"ge_apply needs H (N·G, h, w), S (N, h', w') and smax (N,) with N "
+                         f"dividing H's first axis (both empty for an empty batch); got {tuple(Ht.shape)}, {tuple(St.shape)} and "
                          f"{tuple(mt.shape)}.")
     NG, h, w = Ht.shape
     _, h2, w2 = St.shape

@@ -241,6 +241,10 @@ def test_ge_saliency_and_apply():
         K.ge_apply(rand(2, 3, 3), S, smax[:1])
     with pytest.raises(InputError):  # 3 maps cannot stack layers of 2 images
         K.ge_apply(rand(3, 3, 3), S, smax)
+    empty = K.ge_apply(rand(0, 3, 3), S[:0], smax[:0])  # an empty batch stays empty
+    assert tuple(empty.shape) == (0, 9, 8)
+    with pytest.raises(InputError):
+        K.ge_apply(rand(2, 3, 3), S[:0], smax[:0])
 
 
 def test_ge_apply_stacked_layers_and_out_buffer():

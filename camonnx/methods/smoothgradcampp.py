@@ -20,8 +20,8 @@ requires grad only so that the taps join the autograd graph, and the backward st
 shallowest requested tap. Per tap, Σ_t g, Σ_t g² and Σ_t g³ are accumulated per image in float64
 (one pass over the gradients: :func:`camonnx.kernels.add_power_sums`, a CPU/CUDA kernel pair)
 while that image's copies are in flight, and stored as float32 means D1, D2, D3 once its n copies
-are done (the stored state is 3 tensors of the batch's activation size, like the activations + gradients that gradient
-methods keep). α and w are computed in float64 per layer from D and A.
+are done (the stored state is 3 tensors of the batch's activation size, like the activations +
+gradients that gradient methods keep). α and w are computed in float64 per layer from D and A.
 
 ``uses_gradients = False``: the formula never uses the clean image's gradient, so the clean
 forward + backward of the mirror that gradient methods pay would be wasted; ``explain`` takes A from

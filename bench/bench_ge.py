@@ -58,13 +58,13 @@ def overhead(args, device: str) -> list[list[str]]:
 
 
 def road_rows(args) -> tuple[list[list[str]], dict[str, list[float]]]:
-    """ROAD of the last layer's map per photo: plain, extrapolated, and extrapolated without the
-    input step (``include_input=False``)."""
+    """ROAD of the last layer's map per photo: plain, extrapolated (the default, no input step),
+    and extrapolated with the input step (``include_input=True``)."""
     import skimage.data
 
     explainer = Explainer()
     variants = {"plain": {}, "extrapolated": {"extrapolate": True},
-                "extrapolated, no input step": {"extrapolate": True, "include_input": False}}
+                "extrapolated, with input step": {"extrapolate": True, "include_input": True}}
     rows, means = [], {name: [] for name in variants}
     for photo, load in PHOTOS.items():
         image = load(skimage.data)
@@ -114,10 +114,10 @@ def main() -> None:
             f"layer's {args.method} map on the pretrained default model (EfficientNet-Lite0, "
             f"224×224) for scikit-image photos, class = the prediction; mean ± std over "
             f"{args.trials} seeded imputation trials. Plain: the map bilinearly upsampled; "
-            f"extrapolated: Gradual Extrapolation with the default include_input=True (the "
-            f"reference's last step multiplies by ReLU(Σ of the normalised input's channels): "
-            f"roughly where the image is brighter than the ImageNet mean); no input step: "
-            f"include_input=False.\n\n"
+            f"extrapolated: Gradual Extrapolation with the default include_input=False; with "
+            f"input step: include_input=True (the reference's last step multiplies by ReLU(Σ of "
+            f"the normalised input's channels): roughly where the image is brighter than the "
+            f"ImageNet mean).\n\n"
             f"{table(road_header, road)}\n\nMean over the photos: {summary}.")
     print(body)
     write_section("ge", body)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 import numpy as np
 import torch
 
-from camonnx.errors import DeviceError, InputError, ParityError, unknown_name_error
+from camonnx.errors import DeviceError, InputError, ModelLoadError, ParityError, unknown_name_error
 from camonnx.graph import Layer, ModelGraph, load_graph
 from camonnx.images import Preprocess, load_recipe, prepare_images
 from camonnx.mirror import Mirror
@@ -55,16 +55,23 @@ class Explainer:
     ``device``: "cpu" or "cuda[:i]". On CUDA without onnxruntime-gpu, forward passes run through
     the torch mirror on the GPU. ``tap``: "block" (default) or "conv" (SPEC §2). ``layout``:
     override the detected input layout. ``preprocess``: override the recipe stored beside the model.
+    ``output``: the class output to explain (a graph output's name, or any tensor of the graph);
+    by default the first graph output that holds one score vector per image, such as (N, C),
+    (N, C, 1, 1) or (N, 1, 1, C). Its scores are read as an (N, C) matrix whatever its shape.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "cpu", *,
                  tap: str = "block", layout: str | None = None,
-                 preprocess: Preprocess | None = None, check_parity: bool = True):
+                 preprocess: Preprocess | None = None, check_parity: bool = True,
+                 output: str | None = None):
         if model is None:
             from camonnx.models import default_model
             model = default_model()
         self.model_path = Path(model)
-        self.graph: ModelGraph = load_graph(self.model_path, tap=tap, layout=layout)  # type: ignore[arg-type]
+        self.graph: ModelGraph = load_graph(self.model_path, tap=tap, layout=layout,  # type: ignore[arg-type]
+                                            output=output)
+        if self.graph.class_problem is not None:
+            raise ModelLoadError(self.graph.class_problem)
         self.device = _torch_device(device)
         recipe, self.labels = load_recipe(self.model_path)
         self.preprocess = preprocess or _fit_recipe(recipe, self.graph)
@@ -81,6 +88,18 @@ class Explainer:
         if self.batch_limit == 1:
             log.warning("%s has a fixed batch of 1: images run one at a time.", self.model_path.name)
         self.parity_error = self._probe(check_parity)
+        self._check_class_output()
+
+    def _check_class_output(self) -> None:
+        """Where shape inference could not tell, check on a probe that the class output holds
+        one score vector per image (the graph flattens it to (N, classes))."""
+        if self.graph.class_shape is not None:
+            return
+        h, w = self.preprocess.size
+        x = torch.zeros((1, self.graph.input.channels or 3, h, w), device=self.device)
+        with torch.no_grad():
+            source = self.mirror(self.to_model_layout(x), [self.graph.class_source])
+        self.graph.check_class_shape(tuple(source[self.graph.class_source].shape))
 
     # --- layers ------------------------------------------------------------------------------
 
@@ -123,10 +142,35 @@ class Explainer:
     # --- inputs ------------------------------------------------------------------------------
 
     def prepare(self, images) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """(N, C, H, W) float32 batch on the explainer's device, and the RGB crops for overlays."""
-        x, crops = prepare_images(images, self.preprocess, channels=self.graph.input.channels or 3)
+        """(N, C, H, W) float32 batch on the explainer's device, and the RGB crops for overlays.
+
+        A preprocessed tensor may come in the model's own layout (e.g. (N, H, W, C) for a
+        TensorFlow export) or in (N, C, H, W); see :meth:`_as_nchw`."""
+        x, crops = prepare_images(self._as_nchw(images), self.preprocess,
+                                  channels=self.graph.input.channels or 3)
         self._check_input(x)
         return x.to(self.device, torch.float32), crops
+
+    def _as_nchw(self, images):
+        """A preprocessed float tensor (4-D, or 3-D for one image) given in the model's NHWC
+        layout, turned to NCHW; anything else unchanged. The layout is read off the shape: the
+        channel axis must hold the model's channel count and the other axes its fixed height
+        and width where it has them. A shape that fits both layouts (e.g. 3×3×3 images) is
+        taken in the model's own layout."""
+        spec = self.graph.input
+        is_tensor = isinstance(images, torch.Tensor) and images.ndim in (3, 4)
+        is_array = isinstance(images, np.ndarray) and images.ndim == 4 \
+            and np.issubdtype(images.dtype, np.floating)
+        if spec.layout != "NHWC" or not (is_tensor or is_array):
+            return images
+        shape = tuple(images.shape[-3:])
+        channels = spec.channels or 3
+        fits = lambda c, h, w: c == channels and spec.height in (None, h) and spec.width in (None, w)  # noqa: E731
+        if not fits(shape[2], shape[0], shape[1]):
+            return images  # NCHW, or a shape _check_input reports
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(np.ascontiguousarray(images))
+        return images.movedim(-1, -3)
 
     def _check_input(self, x: torch.Tensor) -> None:
         spec = self.graph.input
@@ -224,14 +268,16 @@ class Explainer:
     def explain(self, images, method: str = "gradcam", layers: LayerSpec = "all",
                 targets: TargetLike = None, normalize: str = "local", batch_size: int = 16,
                 seed: int = 0, progress: bool = True, extrapolate: bool = False,
-                include_input: bool = True, **options) -> "Explanation":
+                include_input: bool = False, **options) -> "Explanation":
         """Maps of ``method`` for every selected layer from one forward (+ one backward for
         gradient methods) per batch of ``batch_size`` images.
 
         ``normalize``: "local" (per map min-max), "global" (min-max over all selected layers of
         an image), or "none" (SPEC §4). ``extrapolate``: sharpen every map by Gradual
         Extrapolation through the earlier layers (SPEC §6; each map then spans [0, 1] exactly, so
-        ``normalize`` has nothing left to change). ``options`` go to the method (e.g.
+        ``normalize`` has nothing left to change); ``include_input`` adds its last step through
+        the image itself (off by default: it weights the map by the image's brightness and
+        lowered ROAD on real photos). ``options`` go to the method (e.g.
         ``scorecam_align_corners``).
         """
         from camonnx.explanation import Explanation

@@ -2,8 +2,8 @@
 
 SPEC §6. Steps are the tensors where the resolution changes between the explained layer and the
 input: the block taps of strided convs and the outputs of strided MaxPool/AveragePool (exposed by
-the prepared model), deepest first, then (``include_input``, default on as in the reference) the
-input image itself. At each step with activation E (K, h', w') whose size is larger than the
+the prepared model), deepest first, then, with ``include_input`` (off by default), the input
+image itself. At each step with activation E (K, h', w') whose size is larger than the
 map's: S = ReLU(Σ_k E_k); if max(S) > 0: H ← resize_bilinear(H, h'×w') ⊙ S / max(S) (an image
 whose S is all zero is only resized, so that the batch keeps one shape). Finally H is z-scored
 (unbiased std), clipped to [−1, 1] and min-max normalised to [0, 1], at the input's resolution.
@@ -18,8 +18,9 @@ local or global normalisation leaves it unchanged and is not re-applied.
 
 The input step multiplies by ReLU(Σ of the normalised input's channels), roughly where the image
 is brighter than the ImageNet mean. On real photos with the pretrained default model it lowered
-ROAD (faithfulness) below the plain map's, while ``include_input=False`` raised it
-(bench/bench_ge.py, bench/RESULTS.md); the default stays on, as in the reference.
+ROAD (faithfulness) below the plain map's (bench/bench_ge.py, bench/RESULTS.md), and on the
+bundled cat it paints bright fur saturated red, while without it ROAD rose above the plain map's.
+So it is off by default, a deliberate deviation from the reference, which always applies it.
 
 Models whose first layers are not strided (VGG): a map already at the input's resolution has no
 larger step, so it is only finalised; with ``include_input=False`` an explained layer below the
@@ -61,7 +62,7 @@ def step_tensors(graph: ModelGraph) -> list[str]:
 
 def extrapolate(raw: Sequence[torch.Tensor], layers: Sequence[Layer], graph: ModelGraph,
                 values: Mapping[str, torch.Tensor], x: torch.Tensor,
-                include_input: bool = True) -> torch.Tensor:
+                include_input: bool = False) -> torch.Tensor:
     """Extrapolated maps (L, N, H, W) in [0, 1] for the raw maps (N, h_l, w_l) of ``layers``.
 
     ``values`` holds the step tensors of the same forward (model layout NCHW, as taps are);

@@ -10,18 +10,21 @@ graph outputs, so one ONNX Runtime run returns the logits and every activation.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from camonnx.errors import ModelLoadError
+from camonnx.errors import ModelLoadError, unknown_name_error
 from camonnx.ops import Node
+
+log = logging.getLogger("camonnx")
 
 TapMode = Literal["block", "conv"]
 Layout = Literal["NCHW", "NHWC"]
@@ -97,6 +100,17 @@ class ModelGraph:
     layers: list[Layer]
     prepared: onnx.ModelProto
     nodes: list[Node] = field(repr=False, default_factory=list)
+    #: The tensor the class scores are read from (before camonnx flattens it to (N, classes)).
+    class_source: str = ""
+    #: Its shape from shape inference (batch 1), ``None`` where inference could not tell.
+    class_shape: tuple[int | None, ...] | None = None
+    #: Why no output is usable as class scores (``None`` when one is); the Explainer raises it.
+    class_problem: str | None = None
+
+    def check_class_shape(self, shape: Sequence[int]) -> None:
+        """Raise :class:`ModelLoadError` unless ``shape`` (measured) is a class vector."""
+        if not is_class_vector(shape):
+            raise ModelLoadError(_not_class(self.output, shape))
 
     @property
     def pool_steps(self) -> list[tuple[int, str]]:
@@ -123,8 +137,12 @@ class ModelGraph:
 
 
 def load_graph(model: str | os.PathLike | onnx.ModelProto, tap: TapMode = "block",
-               layout: Layout | None = None) -> ModelGraph:
-    """Load, check and analyse an ONNX classifier; raise :class:`ModelLoadError` if unusable."""
+               layout: Layout | None = None, output: str | None = None) -> ModelGraph:
+    """Load, check and analyse an ONNX classifier; raise :class:`ModelLoadError` if unusable.
+
+    ``output`` names the class output (a graph output, or any tensor of the graph); by default
+    it is chosen by :func:`choose_class_output`.
+    """
     if tap not in ("block", "conv"):
         raise ModelLoadError(f"Unknown tap mode {tap!r}: use 'block' or 'conv'.")
     path, proto = _read(model)
@@ -133,8 +151,7 @@ def load_graph(model: str | os.PathLike | onnx.ModelProto, tap: TapMode = "block
     graph_input = _image_input(proto, layout)
     inferred = _infer_shapes(proto, graph_input)
     nodes = [_decode(node, i, opset) for i, node in enumerate(proto.graph.node)]
-    output = proto.graph.output[0].name
-    logits, softmax = _pre_softmax(nodes, output)
+    choice = choose_class_output(proto, nodes, inferred, output)
     layers = _find_taps(nodes, inferred, tap, proto)
     if not layers:
         raise ModelLoadError(
@@ -142,9 +159,21 @@ def load_graph(model: str | os.PathLike | onnx.ModelProto, tap: TapMode = "block
             "conv layers. Export a CNN, or check that the export did not fuse convolutions "
             "into custom ops.")
     layers = _with_inferred_shapes(layers, inferred, graph_input)
-    graph = ModelGraph(path, proto, opset, graph_input, output, logits, softmax, layers, proto, nodes)
+    logits, source_shape = choice.source, inferred.get(choice.source)
+    flatten = None
+    if choice.problem is None and (_undecided(source_shape) or len(source_shape) != 2):
+        logits = CLASS_SCORES
+        flatten = helper.make_node("Flatten", [choice.source], [CLASS_SCORES], axis=1,
+                                   name=CLASS_SCORES)
+        nodes.append(_decode(flatten, len(nodes), opset))
+    graph = ModelGraph(path, proto, opset, graph_input, choice.output, logits, choice.softmax,
+                       layers, proto, nodes, class_source=choice.source,
+                       class_shape=None if _undecided(source_shape) else tuple(source_shape),
+                       class_problem=choice.problem)
     exposed = [layer.tensor for layer in layers] + [t for _, t in graph.pool_steps] + [logits]
     graph.prepared = _expose(proto, exposed, inferred)
+    if flatten is not None:
+        graph.prepared.graph.node.append(flatten)
     return graph
 
 
@@ -356,6 +385,84 @@ def _with_inferred_shapes(layers: list[Layer], shapes, spec: InputSpec) -> list[
             layer = layer.with_shape(tuple(shape[1:]), spec.height or 224)
         out.append(layer)
     return out
+
+
+#: The (N, classes) tensor camonnx appends (a Flatten) when the class output has other axes.
+CLASS_SCORES = "camonnx/class_scores"
+
+
+@dataclass(frozen=True)
+class ClassOutput:
+    """The graph output explained, the pre-Softmax tensor its scores come from, and the
+    Softmax/LogSoftmax skipped (if any). ``problem`` says why no output fits, else ``None``."""
+
+    output: str
+    source: str
+    softmax: str | None
+    problem: str | None = None
+
+
+def is_class_vector(shape: Sequence[int | None]) -> bool:
+    """Whether a (batch, …) shape holds one score vector per image: its non-batch axes have at
+    most one axis longer than 1, e.g. (N, C), (N, C, 1, 1) or (N, 1, 1, C)."""
+    rest = list(shape)[1:]
+    return len(rest) >= 1 and all(d is not None for d in rest) and sum(d > 1 for d in rest) <= 1
+
+
+def _undecided(shape: Sequence[int | None] | None) -> bool:
+    """Whether shape inference left the class-vector question open (a dim it could not tell)."""
+    return shape is None or any(d is None for d in list(shape)[1:])
+
+
+def choose_class_output(proto: onnx.ModelProto, nodes: list[Node], shapes,
+                        requested: str | None = None) -> ClassOutput:
+    """The class output: ``requested`` if given, else the first graph output (in the file's
+    order) whose pre-Softmax tensor is a class vector (:func:`is_class_vector`), else the first
+    output whose shape inference could not tell (checked again on the probe run).
+
+    Exporters list the main head first (torchvision's auxiliary heads, a Keras model's
+    ``[probabilities, logits]``), so "the first that fits" explains what the model predicts.
+    """
+    outputs = [o.name for o in proto.graph.output]
+    produced = {o for n in nodes for o in n.outputs if o}
+    if requested is not None:
+        if requested not in outputs and requested not in produced:
+            raise unknown_name_error("output", requested, outputs,
+                                     f"The model's outputs are: {', '.join(outputs)}.")
+        source, softmax = _pre_softmax(nodes, requested)
+        shape = shapes.get(source)
+        problem = None if _undecided(shape) or is_class_vector(shape) else _not_class(requested, shape)
+        return ClassOutput(requested, source, softmax, problem)
+    found = [(name, *_pre_softmax(nodes, name)) for name in outputs]
+    fitting = [f for f in found if not _undecided(shapes.get(f[1])) and is_class_vector(shapes[f[1]])]
+    unknown = [f for f in found if _undecided(shapes.get(f[1]))]
+    if fitting:
+        if len(fitting) > 1:
+            log.warning("The model has %d outputs that look like class scores (%s); explaining "
+                        "%r, the first. Choose another with output=NAME (--output NAME).",
+                        len(fitting), ", ".join(f[0] for f in fitting), fitting[0][0])
+        return ClassOutput(*fitting[0])
+    if unknown:
+        return ClassOutput(*unknown[0])
+    name, source, softmax = found[0]
+    described = "; ".join(f"{f[0]!r} {_shape_text(shapes[f[1]])}" for f in found)
+    return ClassOutput(name, source, softmax,
+                       f"No output of the model holds one score vector per image (outputs: "
+                       f"{described}). camonnx explains classifiers whose class output is "
+                       "(N, classes), or has only extra axes of size 1 such as (N, classes, 1, 1). "
+                       "Name the class tensor with output=NAME (--output NAME), or re-export the "
+                       "model with its classifier head.")
+
+
+def _not_class(name: str, shape) -> str:
+    return (f"The output {name!r} has shape {_shape_text(shape)}, which is not one score vector "
+            "per image: camonnx needs (N, classes), or extra axes of size 1 only, such as "
+            "(N, classes, 1, 1). Name another output with output=NAME (--output NAME).")
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d))
+                           for i, d in enumerate(shape)) + ")"
 
 
 def _pre_softmax(nodes: list[Node], output: str) -> tuple[str, str | None]:

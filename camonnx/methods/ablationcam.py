@@ -12,7 +12,12 @@ EPS = 1e-7
 class AblationCAM(CamMethod):
     """w_k = (y − y_k) / (y + ε), ε = 1e-7, y_k the score with channel k of the tap zeroed;
     M = ReLU(Σ_k w_k A_k). Only the network after the tap is re-run (the mirror overrides the tap
-    and the tensors the rest of the network reads from before it), batched over channels."""
+    and the tensors the rest of the network reads from before it), batched over channels.
+
+    Only per-image data tensors of that frontier (floating point, batch-major) are copied once per
+    ablated channel. Shape-like tensors (int64 shapes that a Flatten/Reshape reads from the input,
+    say) are not overridden: the mirror recomputes them from the batched input, so they describe
+    the batch of ablated copies rather than the clean batch."""
 
     name = "ablationcam"
     uses_gradients = False
@@ -26,6 +31,7 @@ class AblationCAM(CamMethod):
         with torch.no_grad():  # the mirror's own tap: y and y_k then differ by the ablation only
             clean = mirror(x_model, frontier + [tensor, logits_name])
         n, k = data.activations.shape[:2]
+        frontier = [name for name in frontier if _per_image(clean[name], n)]
         weights = torch.empty((n, k), device=data.activations.device)
         bar = tqdm(total=n * k, desc=f"ablationcam {data.layer.name}", unit="channel",
                    disable=not ctx.progress, leave=False)
@@ -48,5 +54,10 @@ class AblationCAM(CamMethod):
         return weights
 
 
+def _per_image(value: torch.Tensor, batch: int) -> bool:
+    """Whether ``value`` holds per-image data: floating point with the batch as first axis."""
+    return value.is_floating_point() and value.dim() > 0 and value.shape[0] == batch
+
+
 def _expand(value: torch.Tensor, copies: int) -> torch.Tensor:
-    return value.expand(copies, *value.shape[1:]) if value.dim() else value
+    return value.expand(copies, *value.shape[1:])

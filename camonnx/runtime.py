@@ -54,7 +54,8 @@ class OrtRuntime:
         if providers[0] != "CPUExecutionProvider" and active[0] != providers[0]:
             raise DeviceError(
                 f"ONNX Runtime did not load {providers[0]} (active: {', '.join(active)}). Install "
-                "onnxruntime-gpu matching your CUDA version (pip install 'camonnx[gpu]'), or use "
+                "onnxruntime-gpu matching your CUDA version in place of onnxruntime (pip uninstall "
+                "onnxruntime && pip install onnxruntime-gpu), or use "
                 "device='cpu'.")
         self.on_cuda = active[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self.device_id = _device_id(device)

@@ -6,7 +6,7 @@
    the extrapolation itself (camonnx.extrapolate.extrapolate on the same forward's tensors) is
    timed alone as well. Target (issue 6): ≤ 10 % overhead.
 2. ROAD. The pretrained default model (EfficientNet-Lite0) on real photos from scikit-image: ROAD
-   (camonnx.road.road_score, SPEC §8; higher is more faithful) of the last layer's Grad-CAM map,
+   (camonnx.road.road_score, docs/metrics.md#road; higher is more faithful) of the last layer's Grad-CAM map,
    plain (bilinear, min-max) and extrapolated, each over seeded imputation trials.
 
     python bench/bench_ge.py [--batches 1 8] [--repeat 7] [--trials 3]
@@ -110,7 +110,7 @@ def main() -> None:
             f"camonnx.extrapolate.extrapolate on the same forward's tensors (median of "
             f"{args.repeat}).\n\n{table(header, [[str(c) for c in r] for r in timing])}\n\n"
             f"Target: ≤ 10% overhead.\n\n"
-            f"ROAD (SPEC §8, fractions 0.2/0.4/0.6/0.8, higher is more faithful) of the last "
+            f"ROAD (docs/metrics.md#road, fractions 0.2/0.4/0.6/0.8, higher is more faithful) of the last "
             f"layer's {args.method} map on the pretrained default model (EfficientNet-Lite0, "
             f"224×224) for scikit-image photos, class = the prediction; mean ± std over "
             f"{args.trials} seeded imputation trials. Plain: the map bilinearly upsampled; "

@@ -145,7 +145,7 @@ def main() -> None:
                   rows),
             "",
             f"ybROAD: {yb.summary()}. Total **{t['total'] / t['forward']:.2f}×** the forwards it "
-            f"needs (target ≤ 1.25×; SPEC §8: ranking + imputation ≤ 25 % of the forwards); "
+            f"needs (target ≤ 1.25×: ranking + imputation ≤ 25 % of the forwards); "
             f"solver: at most {yb.solver['max_iterations']} CG iterations for a mask, all "
             f"converged: {yb.solver['converged']}. pytorch-grad-cam has no per-layer ROAD; at its "
             f"~{ref['impute'] / 8:.2f} s imputation per mask, the 424 masks alone would take "

@@ -1,4 +1,4 @@
-"""CAManim (Kaczmarek et al., 2023; SPEC §7): animate one explanation through every layer.
+"""CAManim (Kaczmarek et al., 2023; docs/pipeline.md#camanim): animate one explanation through every layer.
 
 Every frame comes from ONE all-layer :class:`~camonnx.explanation.Explanation` (one forward and,
 for gradient methods, one backward; see :func:`explain_for_animation`); nothing here runs the
@@ -30,7 +30,7 @@ model. The pipeline is
   failed or interrupted run leaves neither a partial target nor the temporary behind. An existing
   frames folder is replaced only if it holds nothing but ``frame_*.png`` files.
 
-Extension point (Gradual Extrapolation, SPEC §6): pass the option through
+Extension point (Gradual Extrapolation, docs/methods.md#gradual-extrapolation): pass the option through
 :func:`explain_for_animation` (``extrapolate=True``); an explanation whose ``options`` say
 ``extrapolate`` is animated from its ``maps`` as they are (they are not re-derived from ``raw``),
 and its captions name the method "+ GE".

@@ -1,6 +1,7 @@
 """Gradual Extrapolation (Szandała, 2021): sharpen a coarse map through the earlier layers.
 
-SPEC §6. Steps are the tensors where the resolution changes between the explained layer and the
+docs/methods.md#gradual-extrapolation (differences from the reference:
+docs/deviations.md#gradual-extrapolation). Steps are the tensors where the resolution changes between the explained layer and the
 input: the block taps of strided convs and the outputs of strided MaxPool/AveragePool (exposed by
 the prepared model), deepest first, then, with ``include_input`` (off by default), the input
 image itself. At each step with activation E (K, h', w') whose size is larger than the
@@ -109,7 +110,7 @@ def extrapolate(raw: Sequence[torch.Tensor], layers: Sequence[Layer], graph: Mod
 def _applied_steps(map_size: tuple[int, int], layer: Layer, all_steps: Sequence[Step],
                    include_input: bool, step_size) -> list[str]:
     """The steps a layer's map goes through, deepest first: those before the layer (then the
-    input), each kept only if it is larger than the map at that point (SPEC §6)."""
+    input), each kept only if it is larger than the map at that point."""
     chain = [s.tensor for s in reversed(all_steps) if s.position < layer.position]
     if include_input:
         chain.append(INPUT)

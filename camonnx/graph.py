@@ -1,6 +1,6 @@
 """Load an ONNX image classifier, find its conv taps, and prepare a copy exposing them.
 
-SPEC §2. A *tap* is one per ``Conv`` node: the tensor reached by walking forward from the Conv
+docs/pipeline.md#taps. A *tap* is one per ``Conv`` node: the tensor reached by walking forward from the Conv
 output while the current tensor has exactly one consumer and that consumer is a shape-preserving
 elementwise op (the "block" tap), or the raw Conv output with ``tap="conv"``. The prepared model
 lists every tap tensor (and the pre-softmax logits, when the model ends in a Softmax) as extra
@@ -29,7 +29,7 @@ log = logging.getLogger("camonnx")
 TapMode = Literal["block", "conv"]
 Layout = Literal["NCHW", "NHWC"]
 
-#: Elementwise ops a block tap walks through (SPEC §2).
+#: Elementwise ops a block tap walks through (docs/pipeline.md#taps).
 SHAPE_PRESERVING = frozenset({
     "BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid",
     "HardSwish", "Elu", "Selu", "Dropout", "Identity", "Add", "Sum", "Mul",
@@ -53,7 +53,7 @@ class Layer:
     stride: float = 0.0
     #: Index of the Conv node in the graph's (topological) node list.
     position: int = 0
-    #: Whether the conv itself is strided (its tap is a Gradual Extrapolation step, SPEC §6).
+    #: Whether the conv itself is strided (its tap is a Gradual Extrapolation step, docs/methods.md#gradual-extrapolation).
     strided: bool = False
 
     @property
@@ -115,7 +115,7 @@ class ModelGraph:
     @property
     def pool_steps(self) -> list[tuple[int, str]]:
         """(node position, output tensor) of every MaxPool/AveragePool with a stride > 1: the
-        Gradual Extrapolation steps that are not conv taps (SPEC §6). Exposed as outputs too."""
+        Gradual Extrapolation steps that are not conv taps (docs/methods.md#gradual-extrapolation). Exposed as outputs too."""
         return [(i, node.outputs[0]) for i, node in enumerate(self.nodes)
                 if node.op_type in ("MaxPool", "AveragePool")
                 and any(int(v) > 1 for v in node.attr("strides", []) or [])]
@@ -466,7 +466,7 @@ def _shape_text(shape) -> str:
 
 
 def _pre_softmax(nodes: list[Node], output: str) -> tuple[str, str | None]:
-    """The classifier's logits tensor, skipping a trailing Softmax/LogSoftmax (SPEC §2)."""
+    """The classifier's logits tensor, skipping a trailing Softmax/LogSoftmax (docs/pipeline.md#class-output)."""
     producer = {o: n for n in nodes for o in n.outputs}
     node = producer.get(output)
     passthrough = {"Identity", "Flatten", "Reshape", "Squeeze"}

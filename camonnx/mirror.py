@@ -1,6 +1,6 @@
 """The torch mirror: the ONNX graph executed node by node with torch ops, for autograd.
 
-SPEC §3. ``torch.autograd.grad(y.sum(), taps)`` through the mirror gives ∂y/∂A for every tap in
+docs/pipeline.md#mirror. ``torch.autograd.grad(y.sum(), taps)`` through the mirror gives ∂y/∂A for every tap in
 one backward.
 
 Why an interpreter of our own rather than onnx2torch: onnx2torch's last release is from 2024, it
@@ -116,7 +116,7 @@ class Mirror(torch.nn.Module):
 
         Overriding ``tensor`` together with these (taken from a clean forward) re-runs only the
         part of the network after ``tensor`` (Ablation-CAM re-runs the rest of the network from a
-        modified tap, SPEC §4).
+        modified tap, docs/methods.md#ablationcam).
         """
         output = output or self.logits_name
         plan = self._plan([output], frozenset({tensor}))

@@ -1,4 +1,4 @@
-"""Seeded noisy copies of a prepared batch (SmoothGrad / Smooth Grad-CAM++, SPEC §5).
+"""Seeded noisy copies of a prepared batch (SmoothGrad / Smooth Grad-CAM++, docs/methods.md#smoothgradcampp).
 
 In the spirit of captum's ``NoiseTunnel``: copy t of image i is
 

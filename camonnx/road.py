@@ -1,4 +1,4 @@
-"""ROAD (Rong et al., ICML 2022) and ybROAD (per-layer ROAD, Kaczmarek et al., 2023): SPEC §8.
+"""ROAD (Rong et al., ICML 2022) and ybROAD (per-layer ROAD, Kaczmarek et al., 2023): docs/metrics.md#road.
 
 For a map M (H, W) of an image x with target class c, and each removal fraction q:
 
@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 
 from camonnx.errors import InputError
 
-#: SPEC §8 removal fractions.
+#: ROAD's removal fractions (docs/metrics.md#road).
 FRACTIONS = (0.2, 0.4, 0.6, 0.8)
 
 

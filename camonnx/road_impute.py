@@ -1,4 +1,4 @@
-"""Noisy linear imputation for ROAD (SPEC §8): the reference direct solver and the fast one.
+"""Noisy linear imputation for ROAD (docs/metrics.md#imputation): the reference direct solver and the fast one.
 
 **The system.** Each removed pixel p takes, per channel, the weighted mean of its 8 neighbours
 (edge neighbours 1/6, diagonal 1/12, renormalised over the neighbours inside the image), the
@@ -87,7 +87,7 @@ from numba import njit
 
 from camonnx.errors import InputError
 
-#: 3×3 neighbour weights of SPEC §8 (row offset −1..1 × column offset −1..1; centre 0).
+#: 3×3 neighbour weights (docs/metrics.md#imputation; row offset −1..1 × column offset −1..1; centre 0).
 WEIGHTS = np.array([[1 / 12, 1 / 6, 1 / 12],
                     [1 / 6, 0.0, 1 / 6],
                     [1 / 12, 1 / 6, 1 / 12]])
@@ -97,7 +97,7 @@ OFFSETS = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)]
 COARSEST_POINTS = 64
 #: Damping of the l1-Jacobi sweeps on the coarse levels (convergent for any value < 2 there).
 COARSE_OMEGA = 1.6
-#: Noise of SPEC §8, in the model's input space.
+#: Imputation noise (docs/metrics.md#imputation), in the model's input space.
 NOISE_STD = 0.01
 
 
@@ -887,7 +887,7 @@ def add_noise(imputed: torch.Tensor, removed: torch.Tensor, std: float,
 def impute(images: torch.Tensor, removed: torch.Tensor, *, noise: float = NOISE_STD,
            seeds: Sequence | None = None, tol: float = 1e-5, max_iter: int = 50,
            backend: str | None = None, workers: int | None = None) -> torch.Tensor:
-    """Noisy linear imputation (SPEC §8) of images (B, C, H, W) at removed masks (B, H, W): all
+    """Noisy linear imputation (docs/metrics.md#imputation) of images (B, C, H, W) at removed masks (B, H, W): all
     systems solved at once by :func:`solve`, then N(0, ``noise``²) at the removed pixels
     (``seeds``: one per image for the noise, default 0, 1, …)."""
     out, _ = solve(images, removed, tol=tol, max_iter=max_iter, backend=backend, workers=workers)

@@ -1,4 +1,4 @@
-"""Targets: which scalar y per image the explanation is about (SPEC §4).
+"""Targets: which scalar y per image the explanation is about (docs/methods.md#targets).
 
 A target turns the logits (N, classes) into one score per image. Forms accepted everywhere:
 
@@ -33,7 +33,7 @@ class Target:
 
 @dataclass(frozen=True)
 class ClassLogit(Target):
-    """y_n = logit of class c_n (the default target: pre-softmax, as SPEC §2 prescribes)."""
+    """y_n = logit of class c_n (the default target: pre-softmax, see docs/deviations.md#default-target)."""
 
     indices: tuple[int, ...]
 

@@ -6,8 +6,8 @@ Each pair has one signature; the data's device selects the twin (see ``_api``):
 - :func:`upsample_layers` — every layer's map bilinearly resized into one (L, N, H, W) buffer,
   fused with local / global / no min-max normalisation; :func:`normalize_` on a buffer alone.
 - :func:`ge_step` (= :func:`ge_apply` ∘ :func:`ge_saliency`), :func:`ge_finalize` — Gradual
-  Extrapolation (SPEC §6).
-- :func:`add_power_sums` — Σ_t g^p, p = 1, 2, 3, in float64 (Smooth Grad-CAM++, SPEC §5).
+  Extrapolation (docs/methods.md#gradual-extrapolation).
+- :func:`add_power_sums` — Σ_t g^p, p = 1, 2, 3, in float64 (Smooth Grad-CAM++, docs/methods.md#smoothgradcampp).
 - :func:`warmup` — pay the first-call JIT (or cache load) ahead of time.
 """
 

@@ -502,7 +502,7 @@ def add_power_sums(g: torch.Tensor, sums: Sequence[torch.Tensor], *,
 
     Powers and sums are float64 (g² exact, g³ rounded once), in one pass over g with no
     temporaries: with one row the sums are g, g², g³ to float32 rounding. Smooth Grad-CAM++'s
-    averaged 1st/2nd/3rd derivatives (SPEC §5) accumulate this way over the noisy copies.
+    averaged 1st/2nd/3rd derivatives (docs/methods.md#smoothgradcampp) accumulate this way over the noisy copies.
     """
     if not isinstance(g, torch.Tensor) or g.dim() < 1:
         raise InputError("add_power_sums needs a tensor g (m, ...) with at least one axis.")

@@ -516,7 +516,7 @@ def ge_final(Hm, stats, out):
 
 
 # --------------------------------------------------------------------------------------------
-# power sums (Smooth Grad-CAM++ derivatives, SPEC §5)
+# power sums (Smooth Grad-CAM++ derivatives, docs/methods.md#smoothgradcampp)
 # --------------------------------------------------------------------------------------------
 _POWER_BLOCK = 8192  # columns per parallel work item
 

@@ -1,4 +1,4 @@
-"""CAM methods, registered by name (SPEC §4).
+"""CAM methods, registered by name (formulas: docs/methods.md; adding one: docs/extending.md#add-a-method).
 
 Each method is one small file: a subclass of :class:`CamMethod` whose ``weights`` turns a layer's
 activations A (N, K, h, w) and gradients g into channel weights (N, K) or element weights
@@ -37,6 +37,8 @@ class Context:
     x: torch.Tensor  # the prepared NCHW batch
     target: Target
     seed: int = 0
+    #: Index of the batch's first image among all the images of the call (seeds per image).
+    first_image: int = 0
     batch_size: int = 64
     progress: bool = True
     options: dict = field(default_factory=dict)

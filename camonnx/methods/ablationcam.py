@@ -17,7 +17,11 @@ class AblationCAM(CamMethod):
     Only per-image data tensors of that frontier (floating point, batch-major) are copied once per
     ablated channel. Shape-like tensors (int64 shapes that a Flatten/Reshape reads from the input,
     say) are not overridden: the mirror recomputes them from the batched input, so they describe
-    the batch of ablated copies rather than the clean batch."""
+    the batch of ablated copies rather than the clean batch.
+
+    The ablated channel is set to 0, as in the paper; pytorch-grad-cam instead writes the layer's
+    minimum minus 1e7 where that minimum is not 0 (a far stronger intervention after layers with
+    negative outputs), so its maps differ there on purpose."""
 
     name = "ablationcam"
     uses_gradients = False

@@ -10,9 +10,9 @@ def principal_projection(features: torch.Tensor) -> torch.Tensor:
     hw positions, columns = the K channels, each column centred; M = ReLU(X v₁) with v₁ the first
     right singular vector.
 
-    The SVD leaves v₁'s sign arbitrary (reference code does not fix it). SPEC §4 asks for the sign
-    that makes the projection's sum positive, but a projection of centred columns always sums to
-    zero (Σ_rows X = 0), so that rule decides nothing. Deliberate deviation: the sign is chosen so
+    The SVD leaves v₁'s sign arbitrary (reference code does not fix it). The obvious rule, a
+    positive projection sum, decides nothing: a projection of centred columns always sums to
+    zero (Σ_rows X = 0). Deliberate deviation (docs/deviations.md#eigencam-sign): the sign is chosen so
     that the projection correlates positively with the feature mass at each position,
     Σ_ij (X v₁)_ij · Σ_k F_kij > 0 — the principal direction points towards where the features
     are strong.

@@ -1,5 +1,6 @@
 """Random-CAM: a sanity baseline with random channel weights."""
 
+import numpy as np
 import torch
 
 from camonnx.methods import CamMethod, Context, LayerData, register
@@ -7,13 +8,20 @@ from camonnx.methods import CamMethod, Context, LayerData, register
 
 @register
 class RandomCAM(CamMethod):
-    """w_k ~ U(−1, 1) from a generator seeded by (seed, layer index);  M = ReLU(Σ_k w_k A_k)."""
+    """w_k ~ U(−1, 1);  M = ReLU(Σ_k w_k A_k).
+
+    Each image's weights come from a generator seeded by (seed, layer index, the image's index
+    among all the images of the call), so a map depends neither on the batch size nor on the
+    image's position inside a batch, and two images never share their weights."""
 
     name = "randomcam"
     uses_gradients = False
 
     def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
         n, k = data.activations.shape[:2]
-        generator = torch.Generator().manual_seed(ctx.seed * 100_003 + data.layer.index)
-        w = torch.rand((n, k), generator=generator, dtype=torch.float64) * 2 - 1
-        return w.float().to(data.activations.device)
+        rows = []
+        for i in range(ctx.first_image, ctx.first_image + n):
+            seed = np.random.SeedSequence([ctx.seed, data.layer.index, i]).generate_state(1)[0]
+            generator = torch.Generator().manual_seed(int(seed))
+            rows.append(torch.rand(k, generator=generator, dtype=torch.float64) * 2 - 1)
+        return torch.stack(rows).float().to(data.activations.device)

@@ -10,7 +10,7 @@ from camonnx.methods import CamMethod, Context, LayerData, register
 def channel_masks(activations: torch.Tensor, size: tuple[int, int],
                   align_corners: bool = False) -> torch.Tensor:
     """Each A_k upsampled bilinearly to the input size and min-max normalised to [0, 1]
-    (a constant channel gives an all-zero mask). Half-pixel centres by default (SPEC §4);
+    (a constant channel gives an all-zero mask). Half-pixel centres by default (docs/deviations.md#scorecam-masks);
     ``align_corners=True`` reproduces pytorch-grad-cam's UpsamplingBilinear2d."""
     up = F.interpolate(activations.float(), size=size, mode="bilinear", align_corners=align_corners)
     flat = up.flatten(2)

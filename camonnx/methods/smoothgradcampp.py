@@ -1,4 +1,4 @@
-"""Smooth Grad-CAM++ (Omeiza, Speakman, Cintas, Weldemariam, 2019; arXiv 1908.01224), SPEC §5.
+"""Smooth Grad-CAM++ (Omeiza, Speakman, Cintas, Weldemariam, 2019; arXiv 1908.01224), docs/methods.md#smoothgradcampp.
 
 Grad-CAM++'s weights with the gradient powers averaged over n noisy copies of the image:
 
@@ -12,7 +12,7 @@ Grad-CAM++'s weights with the gradient powers averaged over n noisy copies of th
 A is the *clean* image's activation. y is the target score of the clean image's target (for the
 default target: the class predicted for the clean image, not each copy's argmax).
 
-Computation (SPEC §1: no loop over layers). ``begin`` runs every noisy copy of the batch through the
+Computation (no loop over layers, docs/pipeline.md#passes). ``begin`` runs every noisy copy of the batch through the
 torch mirror in chunks of at most ``ctx.batch_size`` copies on a GPU, 8 on CPU (see
 ``CPU_COPIES_PER_PASS``; an image's copies may span chunks), with one forward and one
 ``torch.autograd.grad(score.sum(), taps)`` per chunk for all requested taps at once: the input

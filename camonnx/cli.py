@@ -9,11 +9,13 @@ import functools
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from camonnx.errors import CamonnxError
+from camonnx.presets import PRESETS
 
 
 class UserError(click.ClickException):
@@ -33,6 +35,146 @@ def _friendly_errors(fn):
 
 
 MODEL_ARG = click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
+OUTPUT_OPTION = click.option("--output", default=None, metavar="NAME",
+                             help="The class output to explain, for a model with several outputs "
+                                  "(a graph output's or a tensor's name; default: the first that "
+                                  "holds one score vector per image).")
+
+
+# --- preprocessing flags ---------------------------------------------------------------------
+
+def _numbers(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"give 1 or 3 comma-separated numbers (one per channel, in the "
+                                 f"model's channel order), e.g. 0.485,0.456,0.406; got {value!r}.") from None
+
+
+def _scale(ctx, param, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        top, _, bottom = value.partition("/")
+        return float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise click.BadParameter(f"give a positive number or a fraction such as 1/255 or 1/127.5; "
+                                 f"got {value!r}.") from None
+
+
+def _size(ctx, param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        dims = [int(v) for v in parts]
+    except ValueError:
+        dims = []
+    if len(dims) not in (1, 2):
+        raise click.BadParameter(f"give the model's input size as S or H,W (e.g. 224 or 240,320); "
+                                 f"got {value!r}.")
+    return (dims[0], dims[-1])
+
+
+def _resize(ctx, param, value: str | None) -> int | str | None:
+    if value is None or value.lower() == "none":
+        return None if value is None else "none"
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"give the shorter side in pixels (e.g. 256) or 'none'; "
+                                 f"got {value!r}.") from None
+
+
+_PREPROCESSING_OPTIONS = (
+    click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+                 help="How the model was trained to see images: torchvision (RGB, x/255, ImageNet "
+                      "mean/std, 256 → crop 224), tf (Keras/TF: RGB in [-1, 1], 224), caffe (BGR, "
+                      "0–255 minus the ImageNet mean pixel, 224), inception (like tf at 299). "
+                      "Default: the model's recipe file, else torchvision.", ),
+    click.option("--mean", callback=_numbers, metavar="M|M1,M2,M3",
+                 help="Subtracted per channel after --scale (in the model's channel order)."),
+    click.option("--std", callback=_numbers, metavar="S|S1,S2,S3",
+                 help="Divides per channel after the mean (non-zero)."),
+    click.option("--scale", callback=_scale, metavar="F",
+                 help="Multiplies the 0–255 pixels first, e.g. 1/255 (→ [0, 1]) or 1 (0–255)."),
+    click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False),
+                 default=None, help="The model's channel order: RGB or BGR."),
+    click.option("--size", callback=_size, metavar="S|H,W",
+                 help="The crop fed to the model (a model with a fixed input size sets it)."),
+    click.option("--resize", callback=_resize, metavar="N|none",
+                 help="Resize the shorter side to N before the centre crop; none: resize straight "
+                      "to --size (aspect ratio not kept)."),
+    click.option("--interpolation", type=click.Choice(["bilinear", "bicubic"]), default=None,
+                 help="Resampling of the resize."),
+    click.option("--labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
+                 help="Class names, one per line in the model's output order (default: the "
+                      "recipe file's)."),
+)
+_FIELDS = ("mean", "std", "scale", "channel_order", "size", "resize", "interpolation")
+
+
+@dataclass(frozen=True)
+class PreprocessFlags:
+    """The preprocessing flags of one command: a preset, single fields over it, a labels file."""
+
+    preset: str | None
+    fields: dict
+    labels: Path | None
+
+    @property
+    def given(self) -> bool:
+        """Whether any preprocessing (not labels) was asked for."""
+        return self.preset is not None or bool(self.fields)
+
+    def recipe(self, model: Path | None):
+        """The Preprocess the flags describe: the preset (else the model's recipe file, else
+        torchvision) with the given fields replaced."""
+        from camonnx.images import load_recipe
+        from camonnx.presets import preset, with_overrides
+
+        if self.preset is not None:
+            base = preset(self.preset)
+        else:
+            if model is None:
+                from camonnx.models import default_model
+                model = default_model()
+            base = load_recipe(model)[0]
+        fields = {k: None if k == "resize" and v == "none" else v for k, v in self.fields.items()}
+        return with_overrides(base, **fields)
+
+    def load(self, model: Path | None, preprocess_always: bool = False, **kwargs):
+        """The Explainer of ``model`` with these flags (``preprocess=`` when given, or always with
+        ``preprocess_always``), refusing a --size that the model's fixed input size overrides."""
+        from camonnx.errors import InputError
+        from camonnx.explainer import Explainer
+
+        preprocess = self.recipe(model) if self.given or preprocess_always else None
+        explainer = Explainer(model, preprocess=preprocess, labels=self.labels, **kwargs)
+        size = self.fields.get("size")
+        if size is not None and tuple(explainer.preprocess.size) != tuple(size):
+            h, w = explainer.preprocess.size
+            raise InputError(f"--size {size[0]},{size[1]} does not fit {explainer.model_path.name}: "
+                             f"its input is fixed at {h}×{w}. Leave --size out.")
+        return explainer
+
+
+def preprocessing_options(fn):
+    """Add the preprocessing flags (--preset, --mean, --std, --scale, --channel-order, --size,
+    --resize, --interpolation, --labels) to a command; it receives them as ``preprocessing``,
+    one :class:`PreprocessFlags`."""
+    @functools.wraps(fn)
+    def wrapper(*args, preset, labels, **kwargs):
+        fields = {name: kwargs.pop(name) for name in _FIELDS}
+        if fields["channel_order"] is not None:
+            fields["channel_order"] = fields["channel_order"].upper()
+        given = {k: v for k, v in fields.items() if v is not None}
+        return fn(*args, preprocessing=PreprocessFlags(preset, given, labels), **kwargs)
+    for option in reversed(_PREPROCESSING_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,8 +186,41 @@ def main(verbose: bool) -> None:
     MODEL defaults to the bundled ImageNet-pretrained EfficientNet-Lite0 (exported on first use
     and cached), IMAGE to the bundled cat photo.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="camonnx: %(message)s", stream=sys.stderr)
+    _show_log(click.get_current_context(), verbose)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes (click's test
+    runner swaps it per invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_log(ctx: click.Context, verbose: bool) -> None:
+    """Print the "camonnx" logger's warnings (with -v also its info) on stderr for this command;
+    the handler and the logger's level are restored when the command ends."""
+    logger = logging.getLogger("camonnx")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("camonnx: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    level = logger.level
+    if verbose:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    ctx.call_on_close(restore)
 
 
 @main.command()
@@ -53,12 +228,13 @@ def main(verbose: bool) -> None:
 @click.option("--tap", type=click.Choice(["block", "conv"]), default="block", show_default=True,
               help="block: a conv's output after its BN/activation/residual chain; conv: raw output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
+@OUTPUT_OPTION
 @_friendly_errors
-def layers(model: Path | None, tap: str, as_json: bool) -> None:
+def layers(model: Path | None, tap: str, as_json: bool, output: str | None) -> None:
     """List the conv layers (taps) of MODEL with their shapes and strides."""
     from camonnx.explainer import Explainer
 
-    explainer = Explainer(model, tap=tap)
+    explainer = Explainer(model, tap=tap, output=output)
     suggested = explainer.suggested_layer.index
     if as_json:
         rows = [dict(layer.to_dict(), suggested=layer.index == suggested) for layer in explainer.layers]
@@ -129,12 +305,12 @@ DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help=
 EXTRAPOLATE_OPTION = click.option("--extrapolate", is_flag=True,
                                   help="Sharpen every map by Gradual Extrapolation through the "
                                        "earlier layers' activations (no extra pass).")
-INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", default=True,
+INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", default=False,
                                     show_default=True,
-                                    help="With --extrapolate: use the input image as the last "
-                                         "step (as the reference). It weights the map by the "
-                                         "image's brightness; --no-include-input scored higher "
-                                         "ROAD on real photos (bench/RESULTS.md).")
+                                    help="With --extrapolate: add the input image as the last "
+                                         "step (as the reference). Off by default: the input "
+                                         "step multiplies the map by the image's brightness and "
+                                         "lowered ROAD on real photos (bench/RESULTS.md).")
 
 
 @main.command()
@@ -166,18 +342,20 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
 @click.option("--compare", is_flag=True,
               help="With --extrapolate: also write compare_*.png, plain vs extrapolated map of the "
                    "deepest selected layer, side by side, per image.")
+@preprocessing_options
+@OUTPUT_OPTION
 @_friendly_errors
 def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no_overlays, device,
-            samples, noise, channels, region, extrapolate, include_input, compare):
+            samples, noise, channels, region, extrapolate, include_input, compare, preprocessing,
+            output):
     """Explain IMAGE(s) with MODEL at every selected layer; write overlays, maps.npz, manifest."""
-    from camonnx.explainer import Explainer
     from camonnx.models import default_image
 
     if compare and not extrapolate:
         raise UserError("--compare shows plain vs extrapolated maps: add --extrapolate.")
     options = smooth_options(method, samples=samples, noise=noise, channels=channels, region=region)
     model, images = split_inputs(inputs)
-    explainer = Explainer(model, device=device)
+    explainer = preprocessing.load(model, device=device, output=output)
     images = images or [str(default_image())]
     explanation = explainer.explain(images, method=method, layers=parse_layers(layers),
                                     targets=parse_targets(target), normalize=normalize,
@@ -296,9 +474,11 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
 @DEVICE_OPTION
+@preprocessing_options
+@OUTPUT_OPTION
 @_friendly_errors
 def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed,
-            extrapolate, include_input, device):
+            extrapolate, include_input, device, preprocessing, output):
     """Animate MODEL's explanation of IMAGE(s) through every conv layer (CAManim).
 
     All frames come from one explanation of every selected layer (one forward and one
@@ -306,7 +486,6 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
     """
     from camonnx.animation import (animate as write_animation, animation_paths, check_output,
                                  explain_for_animation)
-    from camonnx.explainer import Explainer
     from camonnx.models import default_image
 
     model, images = split_inputs(inputs)
@@ -314,7 +493,7 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
     paths = animation_paths(out, images)
     for path in paths:  # fail before the model loads
         check_output(path)
-    explainer = Explainer(model, device=device)
+    explainer = preprocessing.load(model, device=device, output=output)
     # options for explain (one all-layer explanation); new explain options plug in here
     options: dict = {"extrapolate": extrapolate, "include_input": include_input}
     explanation = explain_for_animation(explainer, images, method=method, layers=parse_layers(layers),
@@ -363,8 +542,11 @@ def parse_fractions(value: str) -> tuple[float, ...]:
               default=Path("camonnx-ybroad"), show_default=True,
               help="Output directory for ybroad.csv, ybroad.json and ybroad.png.")
 @DEVICE_OPTION
+@preprocessing_options
+@OUTPUT_OPTION
 @_friendly_errors
-def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, device):
+def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, device,
+           preprocessing, output):
     """ybROAD: ROAD faithfulness of every selected layer's map (Kaczmarek et al., 2023).
 
     For each method, one explanation of every layer, then per layer and image 2 × len(fractions)
@@ -372,7 +554,6 @@ def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size,
     row per method and layer), OUT/ybroad.json and OUT/ybroad.png (one curve per method), each
     atomically, and prints the maximum, the layer attaining it, and the mean.
     """
-    from camonnx.explainer import Explainer
     from camonnx.models import default_image
     from camonnx.road import plot_curves, write_csv, write_json
     from camonnx.road import ybroad as run_ybroad
@@ -380,7 +561,7 @@ def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size,
     qs = parse_fractions(fractions)
     model, images = split_inputs(inputs)
     images = images or [str(default_image())]
-    explainer = Explainer(model, device=device)
+    explainer = preprocessing.load(model, device=device, output=output)
     options: dict = {}  # explain options (e.g. a later --extrapolate adds extrapolate=True)
     results = []
     for method in dict.fromkeys(methods):
@@ -393,6 +574,49 @@ def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size,
     written = [write_csv(results, out / "ybroad.csv"), write_json(results, out / "ybroad.json"),
                plot_curves(results, out / "ybroad.png")]
     click.echo(f"Wrote {', '.join(str(p) for p in written)}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@preprocessing_options
+@OUTPUT_OPTION
+@click.option("--force", is_flag=True, help="Replace MODEL's existing recipe file.")
+@_friendly_errors
+def recipe(model: Path, preprocessing: PreprocessFlags, output: str | None, force: bool) -> None:
+    """Save how MODEL wants its images in MODEL.camonnx.json, once: later commands read it and
+    need no flags.
+
+    Start from --preset (torchvision, tf, caffe, inception) and change single values with
+    --mean, --std, --scale, --channel-order, --size, --resize, --interpolation; without
+    --preset they change the existing recipe (with --force), else the torchvision preset.
+    --labels FILE stores the class names (one per line, as many as the model has classes).
+    The model is loaded and checked first; a fixed input size replaces the crop size, keeping
+    the preset's crop fraction. An existing recipe is replaced only with --force.
+
+    \b
+    Examples:
+      camonnx recipe keras_mobilenet.onnx --preset tf --labels classes.txt
+      camonnx recipe vgg_caffe.onnx --preset caffe
+      camonnx recipe my.onnx --preset torchvision --size 256 --resize none
+    """
+    from camonnx.images import load_sidecar, recipe_path, save_recipe
+    from camonnx.presets import describe
+
+    target = recipe_path(model)
+    old = load_sidecar(model) if target.exists() else None
+    if target.exists() and not force:
+        raise UserError(f"{target} already exists: pass --force to replace it (or delete it).")
+    explainer = preprocessing.load(model, preprocess_always=True, output=output)
+    extra = {**((old or {}).get("extra") or {}), "written_by": "camonnx recipe"}
+    extra.pop("preset", None)
+    if preprocessing.preset is not None:
+        extra["preset"] = preprocessing.preset
+    written = save_recipe(model, explainer.preprocess, explainer.labels, extra)
+    click.echo(f"Wrote {written}")
+    click.echo(f"  preprocessing: {describe(explainer.preprocess)}")
+    labels = explainer.labels
+    click.echo(f"  labels: {len(labels)} class names" if labels else
+               "  labels: none (class indices are shown; add --labels FILE)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,7 @@
 
 Images go in as paths, PIL images or arrays (preprocessed by the model's recipe), or as an
 already-preprocessed (N, C, H, W) tensor. ``activations`` runs ONNX Runtime once for every tap;
-``gradients`` runs the mirror forward once and backward once for every tap (SPEC §1).
+``gradients`` runs the mirror forward once and backward once for every tap (docs/pipeline.md#passes).
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Sequence, Union
 import numpy as np
 import torch
 
-from camonnx.errors import DeviceError, InputError, ModelLoadError, ParityError, unknown_name_error
+from camonnx.errors import DeviceError, InputError, ModelLoadError, unknown_name_error
 from camonnx.graph import Layer, ModelGraph, load_graph
-from camonnx.images import Preprocess, load_recipe, prepare_images
+from camonnx.images import Preprocess, prepare_images
 from camonnx.mirror import Mirror
+from camonnx.presets import choose_recipe, warn_assumed_recipe
+from camonnx.parity import (ParityReport, check_finite_weights, check_parity,
+                             first_non_finite, not_finite_error, probe_tensors)
 from camonnx.runtime import OrtRuntime, cuda_provider_available
 from tqdm.auto import tqdm
 
@@ -31,8 +34,6 @@ if TYPE_CHECKING:
     from camonnx.explanation import Explanation
 
 LayerSpec = Union[str, Sequence[Union[str, int]]]
-#: Parity tolerance of SPEC §3: max |mirror − ORT| ≤ 1e-4 · max(|ORT|) (float32, different kernels).
-PARITY_RTOL = 1e-4
 
 
 @dataclass
@@ -53,8 +54,11 @@ class Explainer:
 
     ``model``: path of an .onnx file (default: the bundled pretrained EfficientNet-Lite0).
     ``device``: "cpu" or "cuda[:i]". On CUDA without onnxruntime-gpu, forward passes run through
-    the torch mirror on the GPU. ``tap``: "block" (default) or "conv" (SPEC §2). ``layout``:
-    override the detected input layout. ``preprocess``: override the recipe stored beside the model.
+    the torch mirror on the GPU. ``tap``: "block" (default) or "conv" (docs/pipeline.md#taps). ``layout``:
+    override the detected input layout. ``preprocess``: override the recipe stored beside the model
+    (a :class:`Preprocess` or a preset name: "torchvision", "tf", "caffe", "inception"; see
+    :mod:`camonnx.presets`); without either, torchvision's is assumed, with a warning.
+    ``labels``: class names in output order, or a file with one per line (default: the recipe's).
     ``output``: the class output to explain (a graph output's name, or any tensor of the graph);
     by default the first graph output that holds one score vector per image, such as (N, C),
     (N, C, 1, 1) or (N, 1, 1, C). Its scores are read as an (N, C) matrix whatever its shape.
@@ -62,8 +66,8 @@ class Explainer:
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "cpu", *,
                  tap: str = "block", layout: str | None = None,
-                 preprocess: Preprocess | None = None, check_parity: bool = True,
-                 output: str | None = None):
+                 preprocess: Preprocess | str | None = None, check_parity: bool = True,
+                 output: str | None = None, labels: Sequence[str] | str | os.PathLike | None = None):
         if model is None:
             from camonnx.models import default_model
             model = default_model()
@@ -73,8 +77,10 @@ class Explainer:
         if self.graph.class_problem is not None:
             raise ModelLoadError(self.graph.class_problem)
         self.device = _torch_device(device)
-        recipe, self.labels = load_recipe(self.model_path)
-        self.preprocess = preprocess or _fit_recipe(recipe, self.graph)
+        recipe, self.labels, assumed = choose_recipe(self.model_path, preprocess, labels, self.graph)
+        self.preprocess = _fit_recipe(recipe, self.graph)
+        if assumed:
+            warn_assumed_recipe(self.model_path, self.preprocess)
         self.mirror = Mirror(self.graph).to(self.device)
         self.mirror.eval()
         self.runtime: OrtRuntime | None = None
@@ -273,8 +279,8 @@ class Explainer:
         gradient methods) per batch of ``batch_size`` images.
 
         ``normalize``: "local" (per map min-max), "global" (min-max over all selected layers of
-        an image), or "none" (SPEC §4). ``extrapolate``: sharpen every map by Gradual
-        Extrapolation through the earlier layers (SPEC §6; each map then spans [0, 1] exactly, so
+        an image), or "none" (docs/methods.md#normalisation). ``extrapolate``: sharpen every map by Gradual
+        Extrapolation through the earlier layers (docs/methods.md#gradual-extrapolation; each map then spans [0, 1] exactly, so
         ``normalize`` has nothing left to change); ``include_input`` adds its last step through
         the image itself (off by default: it weights the map by the image's brightness and
         lowered ROAD on real photos). ``options`` go to the method (e.g.
@@ -310,8 +316,8 @@ class Explainer:
                 acts = self.forward(xc, names + [self.graph.logits])
                 logits, grads = acts[self.graph.logits], None
             target = resolve(per_image_targets(chunk), logits)
-            ctx = Context(self, xc, target, seed=seed, batch_size=max(batch_size, 32),
-                          progress=progress, options=options)
+            ctx = Context(self, xc, target, seed=seed, first_image=chunk.start,
+                          batch_size=max(batch_size, 32), progress=progress, options=options)
             cam.begin(ctx, chosen)
             for i, layer in enumerate(chosen):
                 data = LayerData(layer, acts[layer.tensor], grads[layer.tensor] if grads else None)
@@ -339,32 +345,35 @@ class Explainer:
     # --- load-time probe ---------------------------------------------------------------------
 
     def _probe(self, check: bool) -> float:
-        """Measure each tap's shape on a probe input and check mirror/ORT parity (SPEC §3)."""
+        """Refuse non-finite weights; measure each tap's shape on a probe input (standard normal
+        noise, seed 0); with ``check``, judge the mirror against ONNX Runtime on it
+        (:mod:`camonnx.parity`) and keep the report in ``parity_report``. Returns the largest
+        relative RMS difference between the two over the checked tensors (NaN if unchecked)."""
+        check_finite_weights(self.graph, self.mirror)
         spec, (h, w) = self.graph.input, self.preprocess.size
         generator = torch.Generator().manual_seed(0)
-        x = torch.randn((1, spec.channels or 3, h, w), generator=generator).to(self.device)
-        names = [self.graph.logits] + self.graph.tap_tensors
+        x = self.to_model_layout(torch.randn((1, spec.channels or 3, h, w),
+                                             generator=generator).to(self.device))
+        names = probe_tensors(self.graph)
         with torch.no_grad():
-            mirrored = self.mirror(self.to_model_layout(x), names)
+            mirrored = self.mirror(x, names)
         shapes = {n: tuple(v.shape[1:]) for n, v in mirrored.items()}
         self.graph.layers = [layer.with_shape(shapes[layer.tensor], h) for layer in self.layers]
+        self.parity_report: ParityReport | None = None
         if not check or self.runtime is None:
+            broken = first_non_finite(names, mirrored)
+            if broken is not None and check:  # no ONNX Runtime on this device: the mirror's word
+                raise not_finite_error(self._describe(broken), "the torch mirror (ONNX Runtime "
+                                       "does not run on this device)")
+            if broken is not None:
+                log.warning("%s: the model's own output is not finite on a finite probe input "
+                            "(first at %s): its maps will be NaN.", self.model_path.name,
+                            self._describe(broken))
             return float("nan")
-        reference = self.runtime.run(self.to_model_layout(x), names)
-        worst = 0.0
-        for name in names:
-            ref = torch.as_tensor(np.asarray(reference[name]) if not isinstance(reference[name], torch.Tensor)
-                                  else reference[name]).to(self.device).float()
-            got = mirrored[name].float()
-            scale = max(float(ref.abs().max()), 1e-6)
-            err = float((got - ref).abs().max()) / scale if ref.numel() else 0.0
-            if not err <= PARITY_RTOL:
-                raise ParityError(
-                    f"The torch mirror disagrees with ONNX Runtime at {self._describe(name)}: "
-                    f"max error {err:.2e} of the tensor's scale (tolerance {PARITY_RTOL:.0e}). "
-                    "Please report this model; pass check_parity=False to continue at your risk.")
-            worst = max(worst, err)
-        return worst
+        reference = self.runtime.run(x, names)
+        self.parity_report = check_parity(self.graph, self.mirror, x, mirrored, reference,
+                                          self._describe)
+        return self.parity_report.worst_difference
 
     def _describe(self, tensor: str) -> str:
         for layer in self.layers:

@@ -396,7 +396,8 @@ def _display(x: torch.Tensor, recipe: Preprocess, channels: int) -> list[np.ndar
     mean, std = recipe.channel_stats(channels)
     arr = x.detach().cpu().numpy().astype(np.float64)
     arr = (arr * std[None, :, None, None] + mean[None, :, None, None]) / recipe.scale
-    arr = np.clip(np.round(arr), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    # non-finite values (refused by the explainer's input check) must not warn in the cast
+    arr = np.clip(np.round(np.nan_to_num(arr)), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
     if channels == 1:
         arr = np.repeat(arr, 3, axis=-1)
     elif recipe.channel_order == "BGR":

@@ -26,6 +26,35 @@ def export_legacy(model: torch.nn.Module, path: Path, size: int = 224, opset: in
     return path
 
 
+def dyadic_batchnorm(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every BatchNorm2d random per-channel parameters that fold into the conv exactly.
+
+    The exporter folds BatchNorm into the preceding conv in float32, so a file exported from
+    torchvision's BatchNorm (ε = 1e-5) computes a function ~1e-7 (relative) away from the module's,
+    and a ReLU input that close to zero takes a different branch on each side: their gradients
+    then differ at a few elements, each exact for its own function. Here ε = 1/16, the running
+    variance is σ² − 1/16 for σ ∈ {1, 2}, the weight γ ∈ {1/2, 1, 2}, the mean μ = i/8 and the bias
+    β = j/8 (|i|, |j| ≤ 4): the folded W' = W·γ/σ and b' = β − μ·γ/σ are products and sums of
+    small dyadic numbers, exact in float32, so file and module compute the same function
+    (BatchNorm left unfolded, as in DenseNet's pre-activation blocks, runs from the same float32
+    parameters on both sides)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pick(values: list[float], n: int) -> torch.Tensor:
+        return torch.tensor(values)[torch.randint(len(values), (n,), generator=g)]
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.eps = 1 / 16
+            module.running_var.copy_(pick([1.0, 4.0], n) - 1 / 16)
+            module.running_mean.copy_(torch.randint(-4, 5, (n,), generator=g) / 8)
+            with torch.no_grad():
+                module.weight.copy_(pick([0.5, 1.0, 2.0], n))
+                module.bias.copy_(torch.randint(-4, 5, (n,), generator=g) / 8)
+    return model
+
+
 def _torchvision(name: str) -> torch.nn.Module:
     import torchvision
 

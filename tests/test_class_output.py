@@ -114,10 +114,12 @@ def test_4d_logits_explain_like_their_flattened_twin(tmp_path, opset):
     session = ort.InferenceSession(str(tmp_path / "4d.onnx"), providers=["CPUExecutionProvider"])
     logits = four_d.logits(x)
     assert logits.shape == (2, CLASSES)
-    # the logits are the pre-Softmax tensor: its softmax is ORT's (N, 10, 1, 1) output
+    # the logits are the pre-Softmax tensor: their softmax (float64) is ORT's (N, 10, 1, 1)
+    # float32 output, within ORT's float32 rounding (measured ≤ 1.6e-7 per element, seeds 0–5)
     probs = session.run(None, {"x": x.numpy()})[0]
-    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(),
-                               probs.reshape(2, CLASSES), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(probs.reshape(2, CLASSES),
+                               torch.softmax(torch.from_numpy(logits).double(), 1).numpy(),
+                               rtol=1e-6, atol=0)
     for method in ("gradcam", "scorecam"):
         a = four_d.explain(x, method=method, targets=[3, 7], progress=False)
         b = flat.explain(x, method=method, targets=[3, 7], progress=False)
@@ -160,8 +162,10 @@ def test_first_class_output_is_chosen_and_output_overrides(tmp_path, caplog):
     aux = Explainer(path, output="aux")
     assert aux.graph.output == "aux"
     x = _images(1)
-    np.testing.assert_allclose(aux.logits(x), explainer.logits(x) * float(
-        numpy_helper.to_array(onnx.load(path).graph.initializer[-1])[0]), rtol=1e-6)
+    scale = float(numpy_helper.to_array(onnx.load(path).graph.initializer[-1])[0])
+    # ORT's float32 product against the float64 one: one rounding (measured ≤ 4.1e-8, seeds 0–5)
+    np.testing.assert_allclose(aux.logits(x), explainer.logits(x).astype(np.float64) * scale,
+                               rtol=1e-6)
     with pytest.raises(InputError, match="Unknown output 'logit'.*Did you mean: logits"):
         Explainer(path, output="logit")
     with pytest.raises(ModelLoadError, match=r"'r2' has shape \(N, 10, 16, 16\)"):
@@ -222,7 +226,8 @@ def test_ablationcam_when_the_flatten_reads_its_shape_from_the_input(tmp_path):
             ablated[k] = 0
             weights.append((y - ablated.reshape(-1) @ fc[:, c]) / (y + 1e-7))
         raw.append(np.maximum(np.tensordot(np.array(weights), acts[i], axes=1), 0))
-    # float32 pipeline against the float64 formula: the head is one MatMul (K·h·w = 2560 terms),
-    # float32 rounding of y − y_k is ~1e-7·|y| per term; 1e-4 of the map's max bounds it widely
+    # float32 pipeline against the float64 formula: the head is one MatMul (K·h·w = 2560 terms)
+    # and w_k = (y − y_k)/y divides a float32 difference of nearly equal scores; measured over
+    # input seeds 0–5: ≤ 2.4e-5 of the map's max (this seed), so 1e-4
     for got, want in zip(result.raw[-1], raw):
         np.testing.assert_allclose(got, want, atol=1e-4 * want.max())

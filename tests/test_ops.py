@@ -869,7 +869,8 @@ def test_every_listed_op_is_covered():
         ReduceProd ReduceL2 Resize Upsample Softmax LogSoftmax Dropout""".split()
     covered = {n.op_type for c in CASES for n in c.nodes}
     assert not set(listed) - covered
-    assert not set(OPS) - covered, "every registered operator has a case"
+    newer = {"Attention", "Einsum", "GatherND", "Mod", "ScatterND", "Trilu"}  # test_ops_transformer.py
+    assert not set(OPS) - covered - newer, "every registered operator has a case"
 
 
 # ============================================================================================

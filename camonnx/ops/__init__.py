@@ -89,4 +89,4 @@ def lookup(node: Node, constants: Mapping[str, np.ndarray]) -> OpSpec:
 
 
 # Importing the modules registers their operators.
-from camonnx.ops import elementwise, nn, tensor  # noqa: E402,F401
+from camonnx.ops import attention, einsum, elementwise, indexing, nn, tensor  # noqa: E402,F401

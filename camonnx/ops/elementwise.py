@@ -49,6 +49,26 @@ def pow_(node: Node, a, b):
     return torch.pow(a, b.to(a.dtype))
 
 
+def _check_mod(node: Node, constants) -> None:
+    if int(node.attr("fmod", 0)) not in (0, 1):
+        raise node.unsupported(f"fmod={node.attr('fmod')}")
+
+
+@register("Mod", check=_check_mod)
+def mod(node: Node, a, b):
+    """Remainder of ``a / b``. ``fmod=1``: ``a − trunc(a/b)·b`` (C's fmod), with the sign of the
+    dividend; ``fmod=0``: ``a − ⌊a/b⌋·b``, with the sign of the divisor (Python's ``%``), a zero
+    result included (+0 or −0 as the divisor's sign). Floats with ``fmod=0`` are defined from
+    opset 28 (ONNX Runtime refuses them before); the mirror computes that definition at any
+    opset, as the ONNX reference implementation does."""
+    if int(node.attr("fmod", 0)):
+        return torch.fmod(a, b)
+    out = torch.remainder(a, b)
+    if out.is_floating_point():
+        out = torch.where(out == 0, torch.copysign(torch.zeros_like(out), b), out)
+    return out
+
+
 @register("Sum")
 def sum_(node: Node, *xs):
     out = xs[0]

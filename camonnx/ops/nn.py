@@ -235,24 +235,33 @@ def average_pool(node: Node, x):
 
 
 def _check_layer_norm(node: Node, constants) -> None:
-    if int(node.attr("stash_type", 1)) != 1:
+    if int(node.attr("stash_type", 1)) != 1:  # ONNX Runtime implements no other either
         raise node.unsupported(f"stash_type={node.attr('stash_type')}")
 
 
 @register("LayerNormalization", check=_check_layer_norm)
 def layer_norm(node: Node, x, scale, bias=None):
-    """Normalise over the axes ``axis…rank−1`` (biased variance), then ``· scale + bias``
-    (both broadcast). Optional outputs: Mean and InvStdDev with those axes kept as size 1."""
+    """``y = (x − μ) / √(σ² + ε) · scale + bias`` with μ and the biased variance σ² over the axes
+    ``axis…rank−1`` (default −1), ``scale`` and the optional ``bias`` broadcast against ``x``.
+
+    ``stash_type=1``: the statistics are computed in float32 at least (float16/bfloat16 inputs
+    are upcast, ``y`` cast back), as ONNX Runtime does. The optional outputs Mean and InvStdDev
+    keep the normalised axes as size 1 and have that computation type (ONNX Runtime returns
+    them in float32 for a float64 input too; the mirror keeps float64 there, so that its float64
+    twin stays float64 throughout)."""
     axis = int(node.attr("axis", -1))
     axis = axis + x.dim() if axis < 0 else axis
     dims = tuple(range(axis, x.dim()))
-    mean = x.mean(dim=dims, keepdim=True)
-    centred = x - mean
+    compute = torch.promote_types(x.dtype, torch.float32)
+    xc = x.to(compute)
+    mean = xc.mean(dim=dims, keepdim=True)
+    centred = xc - mean
     inv_std = torch.rsqrt((centred * centred).mean(dim=dims, keepdim=True)
                           + float(node.attr("epsilon", 1e-5)))
-    y = centred * inv_std * scale
+    y = centred * inv_std * scale.to(compute)
     if bias is not None:
-        y = y + bias
+        y = y + bias.to(compute)
+    y = y.to(x.dtype)
     if len(node.outputs) > 1:
         return y, mean, inv_std
     return y

@@ -195,6 +195,17 @@ def range_(node: Node, start, limit, delta):
     return torch.cumsum(steps, 0)
 
 
+@register("Trilu")
+def trilu(node: Node, x, k=None):
+    """Keep the upper (``upper=1``, default) or lower triangle of the last two axes: the cells
+    ``(i, j)`` with ``j − i ≥ k`` or ``j − i ≤ k`` (``k`` from the optional input, default 0);
+    the rest become 0."""
+    diagonal = int(k.item()) if k is not None else 0
+    if int(node.attr("upper", 1)):
+        return torch.triu(x, diagonal)
+    return torch.tril(x, diagonal)
+
+
 @register("Gather")
 def gather(node: Node, x, indices):
     axis = int(node.attr("axis", 0))

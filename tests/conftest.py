@@ -85,3 +85,12 @@ def resnet50() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def resnet50_onnx(resnet50, tmp_path_factory) -> Path:
     return export_legacy(resnet50, tmp_path_factory.mktemp("r50") / "resnet50.onnx")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny graphs (see each module's ``pytestmark``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

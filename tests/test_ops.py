@@ -38,13 +38,8 @@ IR = {7: 3, 8: 3, 9: 4, 10: 5, 11: 6, 12: 7, 13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 
 C = 4  # channels of the stem's output ``c``
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny graphs: one torch thread is ~100x faster than waking a pool per op on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny graphs: one torch thread is ~100x faster than waking a pool per op on 2 cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rng(seed: int) -> np.random.Generator:

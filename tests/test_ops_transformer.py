@@ -31,13 +31,8 @@ for _opset in range(23, 29):
     IR.setdefault(_opset, helper.find_min_ir_version_for([helper.make_opsetid("", _opset)]))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny graphs: one torch thread (see test_ops.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny graphs: one torch thread is ~100x faster than waking a pool per op on 2 cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CASES: list[Case] = []

@@ -35,13 +35,8 @@ SEEDS = (0, 1, 2)
 OLD_TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one torch thread is far faster than waking a pool per op on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny graphs: one torch thread is ~100x faster than waking a pool per op on 2 cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the deep residual nets ----------------------------------------------------------------

@@ -121,12 +121,14 @@ def test_wsum_gradcam_family_formulas():
     """The modes give the SPEC §4 maps: gradcam, hirescam, elementwise, layercam."""
     A = rand(2, 4, 5, 6, seed=1, lo=0, hi=2)
     g = rand(2, 4, 5, 6, seed=2)
-    want = torch.relu((g.mean((2, 3))[:, :, None, None] * A).sum(1))
+    a64, g64 = A.double(), g.double()  # the formulas in float64
+    want = torch.relu((g64.mean((2, 3))[:, :, None, None] * a64).sum(1))
     close(K.weighted_channel_sum(A, g.mean((2, 3)), "channel"), want)
-    close(K.weighted_channel_sum(A, g, "elementwise"), torch.relu((g * A).sum(1)))
-    close(K.weighted_channel_sum(A, g, "elementwise_relu"), torch.relu(torch.relu(g * A).sum(1)))
+    close(K.weighted_channel_sum(A, g, "elementwise"), torch.relu((g64 * a64).sum(1)))
+    close(K.weighted_channel_sum(A, g, "elementwise_relu"),
+          torch.relu(torch.relu(g64 * a64).sum(1)))
     close(K.weighted_channel_sum(A, torch.relu(g), "elementwise"),
-          torch.relu((torch.relu(g) * A).sum(1)))
+          torch.relu((torch.relu(g64) * a64).sum(1)))
 
 
 def test_wsum_accepts_float64_and_noncontiguous():
@@ -230,7 +232,7 @@ def test_ge_saliency_and_apply():
     E = rand(2, 5, 9, 8, seed=3)
     E[0] = -0.5  # S == 0 for image 0
     S, smax = K.ge_saliency(E)
-    S_ref = E.double().sum(1).clamp_min(0).float()
+    S_ref = E.double().sum(1).clamp_min(0)
     close(S, S_ref)
     close(smax, S_ref.amax(dim=(1, 2)))
     assert smax[0] == 0

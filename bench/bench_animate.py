@@ -113,7 +113,8 @@ def main() -> None:
     import imageio.v3 as iio
     import numpy as np
 
-    from camonnx.images import Preprocess, prepare_images
+    from camonnx.images import prepare_images
+    from camonnx.recipe import Preprocess
     from camonnx.models import default_image
     from results import machine, table, write_section
 

@@ -124,11 +124,11 @@ def run_one(approach: str, model_name: str, scope: str, samples: int, repeat: in
         def fn():
             copies = noisy_copies(x, samples, 0.15, 0)[0]
             for group in groups:  # once per layer, like a per-layer tool
-                acts, logits, _, _ = explainer.gradients_tensors(x, None, group)
+                logits, acts, _ = explainer.gradients_tensors(x, None, group)
                 cls = int(logits.argmax(1))
                 sums = None
                 for t in range(samples):
-                    _, _, g, _ = explainer.gradients_tensors(copies[t:t + 1], cls, group)
+                    _, _, g = explainer.gradients_tensors(copies[t:t + 1], cls, group)
                     g = g[group[0].tensor]
                     powers = [g, g * g, g * g * g]
                     sums = powers if sums is None else [s + p for s, p in zip(sums, powers)]

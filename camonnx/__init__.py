@@ -1,9 +1,17 @@
 """camonnx: explain any ONNX CNN, every conv layer at once.
 
-Public API: ``Explainer`` (a model: layers, activations, gradients, ``explain``), whose
-``explain`` returns an ``Explanation`` (numpy maps with their layer names, ``save``), and the
-helpers ``animate`` (CAManim) and ``ybroad`` (per-layer ROAD). Imports are lazy so that
-``import camonnx`` stays cheap.
+The public API:
+
+- ``Explainer(model=None)``: a model (the bundled default when none is given) with its
+  ``layers``, ``activations``, ``gradients`` and ``explain``, which returns an ``Explanation``
+  (numpy maps with their layer names; ``save``).
+- ``animate(explanation, out)``: CAManim of an explanation already made (it only draws and
+  writes, so one explanation can be animated several ways).
+- ``ybroad(explainer, images)`` and ``road_score(explainer, images, maps)``: ROAD faithfulness;
+  they take the explainer and the images because they run the model on imputed images.
+- ``default_image()``: the path of the bundled cat photo.
+
+Imports are lazy so that ``import camonnx`` (and the command line's ``--help``) stays cheap.
 """
 
 __version__ = "0.1.0"
@@ -13,7 +21,11 @@ _LAZY = {
     "Explanation": ("camonnx.explanation", "Explanation"),
     "animate": ("camonnx.animation", "animate"),
     "ybroad": ("camonnx.road", "ybroad"),
+    "road_score": ("camonnx.road", "road_score"),
+    "default_image": ("camonnx.models", "default_image"),
 }
+
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
@@ -21,5 +33,11 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'camonnx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

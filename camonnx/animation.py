@@ -38,13 +38,10 @@ and its captions name the method "+ GE".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import numbers
 import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +50,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 import numpy as np
 
 from camonnx.errors import InputError, unknown_name_error
+from camonnx.writer import check_writable, replace_folder, staging_folder, write_file
 
 if TYPE_CHECKING:
     from camonnx.explanation import Explanation
@@ -79,8 +77,8 @@ def explain_for_animation(explainer, images, method: str = "gradcam", layers="al
                           *, batch_size: int = 16, seed: int = 0, progress: bool = True,
                           **options) -> "Explanation":
     """The single all-layer explanation an animation is made from: ``explainer.explain`` with
-    ``normalize="none"`` (animate normalises). ``options`` go to ``explain`` unchanged; this is
-    where a later ``extrapolate=True`` (Gradual Extrapolation) plugs in."""
+    ``normalize="none"`` (animate normalises). ``options`` go to ``explain`` unchanged (e.g.
+    ``extrapolate=True`` for Gradual Extrapolation, whose maps are final)."""
     return explainer.explain(images, method=method, layers=layers, targets=targets,
                              normalize="none", batch_size=batch_size, seed=seed,
                              progress=progress, **options)
@@ -91,7 +89,7 @@ def unnormalized_maps(explanation: "Explanation") -> np.ndarray:
     ``normalize="none"`` (or is extrapolated: its maps are final), else the native ``raw`` maps
     upsampled again (bilinear, half-pixel centres, as ``explain`` does)."""
     maps = np.asarray(explanation.maps, dtype=np.float32)
-    if explanation.normalize == "none" or explanation.options.get("extrapolate"):
+    if explanation.normalize == "none" or explanation.extrapolation is not None:
         return maps
     import torch
     import torch.nn.functional as F
@@ -227,7 +225,7 @@ def render_frames(explanation: "Explanation", norm: str = "local", layers: Layer
     H, W = raw.shape[2:]
     image = _display_image(explanation, image_index, (H, W))
 
-    method = explanation.method + (" + GE" if explanation.options.get("extrapolate") else "")
+    method = explanation.method + (" + GE" if explanation.extrapolation is not None else "")
     norm_text = "local (left) | global (right)" if norm == "both" else norm
     label = explanation.label(image_index)
     total = len(names)
@@ -366,18 +364,7 @@ def check_output(out: str | os.PathLike) -> tuple[str, Path]:
                 raise InputError(f"The frames folder {target} already holds other files "
                                  f"({', '.join(sorted(foreign)[:3])}{', ...' if len(foreign) > 3 else ''}); "
                                  "choose a new or empty folder.")
-    elif target.is_dir():
-        raise InputError(f"Cannot write {target}: a folder of that name exists.")
-    parent = target.parent if str(target.parent) else Path(".")
-    ancestor = parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InputError(f"Cannot write {target}: {ancestor} is a file, not a folder. Choose a "
-                         "writable --out location.")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"Cannot write {target}: the folder {ancestor} is not writable. Choose "
-                         "a writable --out location.")
+    check_writable(target, folder=kind == "png")
     return kind, target
 
 
@@ -386,27 +373,14 @@ def write_frames(frames: Frames, out: str | os.PathLike) -> Path:
     kind, target = check_output(out)
     if not frames.images:
         raise InputError("No frames to write.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"Cannot create the folder {target.parent}: {exc.strerror}. Choose a "
-                         "writable --out location.") from None
-    ending = "" if kind == "png" else "." + kind  # ffmpeg picks the container by the extension
-    temp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{ending}"
-    try:
-        if kind == "png":
-            temp.mkdir()
-            _write_pngs(frames, temp)
-            _replace_folder(temp, target)
-        else:
-            (_write_mp4 if kind == "mp4" else _write_gif)(frames, temp)
-            os.replace(temp, target)
-    finally:
-        with contextlib.suppress(OSError):
-            if temp.is_dir():
-                shutil.rmtree(temp)
-            else:
-                temp.unlink()
+    if kind != "png":
+        write = _write_mp4 if kind == "mp4" else _write_gif
+        return write_file(target, lambda temporary: write(frames, temporary))
+    with staging_folder(target.parent if str(target.parent) else ".") as staging:
+        folder = staging / "frames"
+        folder.mkdir()
+        _write_pngs(frames, folder)
+        replace_folder(folder, target)
     return target
 
 
@@ -451,22 +425,6 @@ def _write_pngs(frames: Frames, folder: Path) -> None:
     digits = max(3, len(str(len(frames.images) - 1)))
     for n, image in enumerate(_checked(frames, frames.images)):
         iio.imwrite(folder / f"frame_{n:0{digits}d}.png", image)
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Put the finished ``staging`` folder at ``target``; an old frames folder there is swapped
-    out first and deleted only once the new one is in place."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    aside = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old"
-    os.replace(target, aside)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(aside, target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from pathlib import Path
 import click
 
 from camonnx.errors import CamonnxError
+from camonnx.methods import CATALOGUE
 from camonnx.presets import PRESETS
+from camonnx.writer import check_writable
 
 
 class UserError(click.ClickException):
@@ -34,6 +36,16 @@ def _friendly_errors(fn):
     return wrapper
 
 
+TAP_OPTION = click.option("--tap", type=click.Choice(["block", "conv"]), default="block",
+                          show_default=True,
+                          help="What a layer is: block, a conv's output after its BN/activation/"
+                               "residual chain; conv, the raw conv output. Layer indices follow "
+                               "it (see `camonnx layers --tap`).")
+PARITY_OPTION = click.option("--parity-check/--no-parity-check", "check_parity", default=True,
+                             show_default=True,
+                             help="At load, check the torch mirror against ONNX Runtime on a probe "
+                                  "input (the gradients' guarantee). Turn it off only to inspect a "
+                                  "model that fails it.")
 MODEL_ARG = click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
 OUTPUT_OPTION = click.option("--output", default=None, metavar="NAME",
                              help="The class output to explain, for a model with several outputs "
@@ -132,7 +144,7 @@ class PreprocessFlags:
     def recipe(self, model: Path | None):
         """The Preprocess the flags describe: the preset (else the model's recipe file, else
         torchvision) with the given fields replaced."""
-        from camonnx.images import load_recipe
+        from camonnx.recipe import load_recipe
         from camonnx.presets import preset, with_overrides
 
         if self.preset is not None:
@@ -225,16 +237,17 @@ def _show_log(ctx: click.Context, verbose: bool) -> None:
 
 @main.command()
 @MODEL_ARG
-@click.option("--tap", type=click.Choice(["block", "conv"]), default="block", show_default=True,
-              help="block: a conv's output after its BN/activation/residual chain; conv: raw output.")
+@TAP_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
 @OUTPUT_OPTION
+@PARITY_OPTION
 @_friendly_errors
-def layers(model: Path | None, tap: str, as_json: bool, output: str | None) -> None:
+def layers(model: Path | None, tap: str, as_json: bool, output: str | None,
+           check_parity: bool) -> None:
     """List the conv layers (taps) of MODEL with their shapes and strides."""
     from camonnx.explainer import Explainer
 
-    explainer = Explainer(model, tap=tap, output=output)
+    explainer = Explainer(model, tap=tap, output=output, check_parity=check_parity)
     suggested = explainer.suggested_layer.index
     if as_json:
         rows = [dict(layer.to_dict(), suggested=layer.index == suggested) for layer in explainer.layers]
@@ -288,11 +301,10 @@ def parse_targets(values: tuple[str, ...]) -> list[int] | int | None:
     return targets[0] if len(targets) == 1 else targets
 
 
-def method_option(**kwargs):
-    from camonnx.methods import METHODS
-
-    return click.option("--method", "-m", type=click.Choice(sorted(METHODS)), default="gradcam",
-                        show_default=True, help="CAM method.", **kwargs)
+METHOD_CHOICE = click.Choice(sorted(CATALOGUE))
+METHOD_OPTION = click.option("--method", "-m", type=METHOD_CHOICE, default="gradcam",
+                             show_default=True, help="CAM method.")
+SMOOTH_DEFAULTS = CATALOGUE["smoothgradcam++"].defaults
 
 
 LAYERS_OPTION = click.option("--layers", "-l", default="all", show_default=True,
@@ -315,7 +327,7 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
 
 @main.command()
 @click.argument("inputs", nargs=-1, metavar="[MODEL.onnx] [IMAGE]...")
-@method_option()
+@METHOD_OPTION
 @LAYERS_OPTION
 @TARGET_OPTION
 @click.option("--normalize", type=click.Choice(["local", "global", "none"]), default="local",
@@ -327,9 +339,10 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
 @click.option("--no-overlays", is_flag=True, help="Write maps.npz and manifest.json only.")
 @DEVICE_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=None,
-              help="smoothgradcam++: noisy copies per image  [default: 25]")
+              help=f"smoothgradcam++: noisy copies per image  [default: {SMOOTH_DEFAULTS['samples']}]")
 @click.option("--noise", type=click.FloatRange(min=0), default=None,
-              help="smoothgradcam++: noise level s, σ = s·(max−min) of each image  [default: 0.15]")
+              help="smoothgradcam++: noise level s, σ = s·(max−min) of each image  "
+                   f"[default: {SMOOTH_DEFAULTS['noise']}]")
 @click.option("--channels", default=None, metavar="I,J,…|topK",
               help="smoothgradcam++: feature-map subset, channel indices for every layer "
                    "(e.g. 0,5,7) or topK (the K largest weights per image and layer).")
@@ -339,15 +352,17 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
                    "layer's resolution; only its positions contribute to the weights.")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
+@TAP_OPTION
 @click.option("--compare", is_flag=True,
               help="With --extrapolate: also write compare_*.png, plain vs extrapolated map of the "
                    "deepest selected layer, side by side, per image.")
 @preprocessing_options
 @OUTPUT_OPTION
+@PARITY_OPTION
 @_friendly_errors
 def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no_overlays, device,
-            samples, noise, channels, region, extrapolate, include_input, compare, preprocessing,
-            output):
+            samples, noise, channels, region, extrapolate, include_input, tap, compare,
+            preprocessing, output, check_parity):
     """Explain IMAGE(s) with MODEL at every selected layer; write overlays, maps.npz, manifest."""
     from camonnx.models import default_image
 
@@ -355,7 +370,9 @@ def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no
         raise UserError("--compare shows plain vs extrapolated maps: add --extrapolate.")
     options = smooth_options(method, samples=samples, noise=noise, channels=channels, region=region)
     model, images = split_inputs(inputs)
-    explainer = preprocessing.load(model, device=device, output=output)
+    check_writable(out, folder=True)  # fail before the model loads
+    explainer = preprocessing.load(model, device=device, output=output, tap=tap,
+                                   check_parity=check_parity)
     images = images or [str(default_image())]
     explanation = explainer.explain(images, method=method, layers=parse_layers(layers),
                                     targets=parse_targets(target), normalize=normalize,
@@ -452,7 +469,7 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
 
 @main.command()
 @click.argument("inputs", nargs=-1, metavar="[MODEL.onnx] [IMAGE]...")
-@method_option()
+@METHOD_OPTION
 @click.option("--norm", type=click.Choice(["local", "global", "both"]), default="local",
               show_default=True,
               help="local: each layer's own min-max; global: one min-max over all explained layers "
@@ -473,12 +490,14 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of randomcam's weights and smoothgradcam++'s noise.")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
+@TAP_OPTION
 @DEVICE_OPTION
 @preprocessing_options
 @OUTPUT_OPTION
+@PARITY_OPTION
 @_friendly_errors
 def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed,
-            extrapolate, include_input, device, preprocessing, output):
+            extrapolate, include_input, tap, device, preprocessing, output, check_parity):
     """Animate MODEL's explanation of IMAGE(s) through every conv layer (CAManim).
 
     All frames come from one explanation of every selected layer (one forward and one
@@ -493,22 +512,16 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
     paths = animation_paths(out, images)
     for path in paths:  # fail before the model loads
         check_output(path)
-    explainer = preprocessing.load(model, device=device, output=output)
-    # options for explain (one all-layer explanation); new explain options plug in here
-    options: dict = {"extrapolate": extrapolate, "include_input": include_input}
+    explainer = preprocessing.load(model, device=device, output=output, tap=tap,
+                                   check_parity=check_parity)
     explanation = explain_for_animation(explainer, images, method=method, layers=parse_layers(layers),
                                         targets=parse_targets(target), batch_size=batch_size,
-                                        seed=seed, **options)
+                                        seed=seed, extrapolate=extrapolate,
+                                        include_input=include_input)
     for i, (image, path) in enumerate(zip(images, paths)):
         written = write_animation(explanation, path, norm=norm, fps=fps, every=every,
                                   image_index=i, hold_seconds=hold)
         click.echo(f"{image}: {explanation.label(i)} -> {written}")
-
-
-def _method_choice() -> click.Choice:
-    from camonnx.methods import METHODS
-
-    return click.Choice(sorted(METHODS))
 
 
 def parse_fractions(value: str) -> tuple[float, ...]:
@@ -526,7 +539,7 @@ def parse_fractions(value: str) -> tuple[float, ...]:
 
 @main.command()
 @click.argument("inputs", nargs=-1, metavar="[MODEL.onnx] [IMAGE]...")
-@click.option("--method", "-m", "methods", type=_method_choice(), multiple=True,
+@click.option("--method", "-m", "methods", type=METHOD_CHOICE, multiple=True,
               default=("gradcam",), show_default=True,
               help="CAM method; repeat for several (one curve each on the same plot).")
 @LAYERS_OPTION
@@ -541,12 +554,16 @@ def parse_fractions(value: str) -> tuple[float, ...]:
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("camonnx-ybroad"), show_default=True,
               help="Output directory for ybroad.csv, ybroad.json and ybroad.png.")
+@EXTRAPOLATE_OPTION
+@INCLUDE_INPUT_OPTION
+@TAP_OPTION
 @DEVICE_OPTION
 @preprocessing_options
 @OUTPUT_OPTION
+@PARITY_OPTION
 @_friendly_errors
-def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, device,
-           preprocessing, output):
+def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, extrapolate,
+           include_input, tap, device, preprocessing, output, check_parity):
     """ybROAD: ROAD faithfulness of every selected layer's map (Kaczmarek et al., 2023).
 
     For each method, one explanation of every layer, then per layer and image 2 × len(fractions)
@@ -555,14 +572,16 @@ def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size,
     atomically, and prints the maximum, the layer attaining it, and the mean.
     """
     from camonnx.models import default_image
-    from camonnx.road import plot_curves, write_csv, write_json
+    from camonnx.road_report import plot_curves, write_csv, write_json
     from camonnx.road import ybroad as run_ybroad
 
     qs = parse_fractions(fractions)
     model, images = split_inputs(inputs)
     images = images or [str(default_image())]
-    explainer = preprocessing.load(model, device=device, output=output)
-    options: dict = {}  # explain options (e.g. a later --extrapolate adds extrapolate=True)
+    check_writable(out, folder=True)  # fail before the model loads
+    explainer = preprocessing.load(model, device=device, output=output, tap=tap,
+                                   check_parity=check_parity)
+    options = {"extrapolate": True, "include_input": include_input} if extrapolate else {}
     results = []
     for method in dict.fromkeys(methods):
         result = run_ybroad(explainer, images, method=method, layers=parse_layers(layers),
@@ -580,9 +599,11 @@ def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size,
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @preprocessing_options
 @OUTPUT_OPTION
+@PARITY_OPTION
 @click.option("--force", is_flag=True, help="Replace MODEL's existing recipe file.")
 @_friendly_errors
-def recipe(model: Path, preprocessing: PreprocessFlags, output: str | None, force: bool) -> None:
+def recipe(model: Path, preprocessing: PreprocessFlags, output: str | None, check_parity: bool,
+           force: bool) -> None:
     """Save how MODEL wants its images in MODEL.camonnx.json, once: later commands read it and
     need no flags.
 
@@ -599,14 +620,15 @@ def recipe(model: Path, preprocessing: PreprocessFlags, output: str | None, forc
       camonnx recipe vgg_caffe.onnx --preset caffe
       camonnx recipe my.onnx --preset torchvision --size 256 --resize none
     """
-    from camonnx.images import load_sidecar, recipe_path, save_recipe
+    from camonnx.recipe import load_sidecar, recipe_path, save_recipe
     from camonnx.presets import describe
 
     target = recipe_path(model)
     old = load_sidecar(model) if target.exists() else None
     if target.exists() and not force:
         raise UserError(f"{target} already exists: pass --force to replace it (or delete it).")
-    explainer = preprocessing.load(model, preprocess_always=True, output=output)
+    explainer = preprocessing.load(model, preprocess_always=True, output=output,
+                                   check_parity=check_parity)
     extra = {**((old or {}).get("extra") or {}), "written_by": "camonnx recipe"}
     extra.pop("preset", None)
     if preprocessing.preset is not None:

@@ -1,32 +1,36 @@
-"""The :class:`Explainer`: one ONNX model, its taps, ONNX Runtime and the torch mirror.
+"""The :class:`Explainer`: one ONNX model, its taps, its preprocessing and the explanations.
 
 Images go in as paths, PIL images or arrays (preprocessed by the model's recipe), or as an
-already-preprocessed (N, C, H, W) tensor. ``activations`` runs ONNX Runtime once for every tap;
-``gradients`` runs the mirror forward once and backward once for every tap (docs/pipeline.md#passes).
+already-preprocessed (N, C, H, W) tensor. The passes themselves run in the model's
+:class:`~camonnx.passes.PassEngine`: ``activations`` runs ONNX Runtime once for every tap;
+``gradients`` runs the mirror forward once and backward once for every tap
+(docs/pipeline.md#passes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 
-from camonnx.errors import DeviceError, InputError, ModelLoadError, unknown_name_error
+from camonnx.errors import InputError, ModelLoadError
 from camonnx.graph import Layer, ModelGraph, load_graph
-from camonnx.images import Preprocess, prepare_images
+from camonnx.images import prepare_images
+from camonnx.recipe import Preprocess
 from camonnx.mirror import Mirror
+from camonnx.passes import Gradients, PassEngine, torch_device
 from camonnx.presets import choose_recipe, warn_assumed_recipe
 from camonnx.parity import (ParityReport, check_finite_weights, check_parity,
                              first_non_finite, not_finite_error, probe_tensors)
-from camonnx.runtime import OrtRuntime, cuda_provider_available
+from camonnx.runtime import OrtRuntime
 from tqdm.auto import tqdm
 
-from camonnx.targets import ClassLogit, ClassProbability, TargetLike, resolve
+from camonnx.targets import TargetLike, per_image, resolve, take
 
 log = logging.getLogger("camonnx")
 
@@ -34,19 +38,6 @@ if TYPE_CHECKING:
     from camonnx.explanation import Explanation
 
 LayerSpec = Union[str, Sequence[Union[str, int]]]
-
-
-@dataclass
-class Gradients:
-    """One forward + one backward: logits (N, classes), and per layer name A and ∂y/∂A."""
-
-    logits: np.ndarray
-    activations: dict[str, np.ndarray]
-    gradients: dict[str, np.ndarray]
-    classes: list[int] | None
-
-    def __iter__(self):  # unpacks as (logits, activations, gradients)
-        return iter((self.logits, self.activations, self.gradients))
 
 
 class Explainer:
@@ -76,25 +67,33 @@ class Explainer:
                                             output=output)
         if self.graph.class_problem is not None:
             raise ModelLoadError(self.graph.class_problem)
-        self.device = _torch_device(device)
+        device = torch_device(device)
         recipe, self.labels, assumed = choose_recipe(self.model_path, preprocess, labels, self.graph)
         self.preprocess = _fit_recipe(recipe, self.graph)
         if assumed:
             warn_assumed_recipe(self.model_path, self.preprocess)
-        self.mirror = Mirror(self.graph).to(self.device)
-        self.mirror.eval()
-        self.runtime: OrtRuntime | None = None
-        if self.device.type == "cpu" or cuda_provider_available():
-            self.runtime = OrtRuntime(self.graph, "cpu" if self.device.type == "cpu" else str(self.device))
-        self.batch_limit = 1 if self.graph.input.fixed_batch else None
-        if self.batch_limit == 1 and self.graph.input.batch != 1:
-            raise InputError(f"The model's batch size is fixed at {self.graph.input.batch}; camonnx "
-                             "runs fixed-batch models one image at a time and needs batch 1 or a "
-                             "dynamic batch axis. Re-export with a dynamic batch.")
-        if self.batch_limit == 1:
-            log.warning("%s has a fixed batch of 1: images run one at a time.", self.model_path.name)
+        #: Every pass on the model (mirror, ONNX Runtime, device, layout, chunking).
+        self.engine = PassEngine(self.graph, device, self.model_path.name)
         self.parity_error = self._probe(check_parity)
         self._check_class_output()
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @property
+    def mirror(self) -> Mirror:
+        """The torch mirror of the graph (autograd)."""
+        return self.engine.mirror
+
+    @property
+    def runtime(self) -> OrtRuntime | None:
+        """The ONNX Runtime session, None where it does not run on the device."""
+        return self.engine.runtime
+
+    def to_model_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """An NCHW batch in the model's input layout (:meth:`PassEngine.to_model_layout`)."""
+        return self.engine.to_model_layout(x)
 
     def _check_class_output(self) -> None:
         """Where shape inference could not tell, check on a probe that the class output holds
@@ -121,16 +120,7 @@ class Explainer:
 
     def layer(self, key: str | int) -> Layer:
         """A layer by name, ONNX tensor name, or index (negative counts from the end)."""
-        if isinstance(key, (int, np.integer)):
-            if not -len(self.layers) <= key < len(self.layers):
-                raise InputError(f"Layer index {key} is out of range: the model has "
-                                 f"{len(self.layers)} layers (0–{len(self.layers) - 1}).")
-            return self.layers[key]
-        for layer in self.layers:
-            if key in (layer.name, layer.tensor):
-                return layer
-        raise unknown_name_error("layer", str(key), [layer.name for layer in self.layers],
-                                 "List the layers with `camonnx layers MODEL`.")
+        return self.engine.layer(key)
 
     def select_layers(self, spec: LayerSpec = "all") -> list[Layer]:
         """``"all"``, ``"suggested"``, or a list of names / indices, in topological order."""
@@ -189,29 +179,12 @@ class Explainer:
         if not _all_finite(x):
             raise InputError("The input tensor holds NaN or infinite values.")
 
-    def to_model_layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 2, 3, 1).contiguous() if self.graph.input.layout == "NHWC" else x
-
-    def _chunks(self, n: int, batch_size: int | None):
-        size = self.batch_limit or batch_size or n
-        for start in range(0, n, size):
-            yield slice(start, min(start + size, n))
-
     # --- forward passes ----------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
         """Named tensors for a prepared NCHW batch: ONNX Runtime where it runs on this device,
         else the mirror (no autograd). Runs fixed-batch models image by image."""
-        parts: list[dict[str, torch.Tensor]] = []
-        for chunk in self._chunks(x.shape[0], None):
-            xm = self.to_model_layout(x[chunk])
-            if self.runtime is not None:
-                values = self.runtime.run(xm, outputs)
-                parts.append({k: torch.as_tensor(v, device=self.device) for k, v in values.items()})
-            else:
-                with torch.no_grad():
-                    parts.append(self.mirror(xm, outputs))
-        return {name: torch.cat([p[name] for p in parts]) for name in outputs}
+        return self.engine.forward(x, outputs)
 
     def logits(self, images) -> np.ndarray:
         x, _ = self.prepare(images)
@@ -225,49 +198,29 @@ class Explainer:
         return {layer.name: values[layer.tensor].cpu().numpy() for layer in chosen}
 
     def gradients(self, images, targets: TargetLike = None, layers: LayerSpec = "all",
-                  batch_size: int | None = None) -> Gradients:
+                  batch_size: int | None = None) -> Gradients[np.ndarray]:
         """Logits, activations A and gradients ∂y/∂A of every selected layer, from one forward
-        and one backward of the mirror (per chunk of ``batch_size`` images)."""
+        and one backward of the mirror (per chunk of ``batch_size`` images), as numpy arrays
+        keyed by layer name. Unpacks as ``logits, activations, gradients``, as
+        :meth:`gradients_tensors` does."""
         chosen = self.select_layers(layers)
         x, _ = self.prepare(images)
-        tensors, logits, grads, classes = self.gradients_tensors(x, targets, chosen, batch_size)
+        result = self.gradients_tensors(x, targets, chosen, batch_size)
         return Gradients(
-            logits.cpu().numpy(),
-            {layer.name: tensors[layer.tensor].cpu().numpy() for layer in chosen},
-            {layer.name: grads[layer.tensor].cpu().numpy() for layer in chosen},
-            classes)
+            result.logits.cpu().numpy(),
+            {layer.name: result.activations[layer.tensor].cpu().numpy() for layer in chosen},
+            {layer.name: result.gradients[layer.tensor].cpu().numpy() for layer in chosen},
+            result.classes, result.target)
 
     def gradients_tensors(self, x: torch.Tensor, targets: TargetLike, layers: Sequence[Layer],
-                          batch_size: int | None = None, extra: Sequence[str] = ()):
-        """Torch-level :meth:`gradients` on a prepared batch: (activations, logits, gradients,
-        classes) keyed by tap tensor, all on the explainer's device. ``extra`` tensors (e.g.
-        Gradual Extrapolation steps) are returned with the activations, without gradients."""
-        names = list(dict.fromkeys(layer.tensor for layer in layers))
-        extra = [name for name in dict.fromkeys(extra) if name not in names]
-        acts: list[dict[str, torch.Tensor]] = []
-        grads: list[dict[str, torch.Tensor]] = []
-        logits_parts: list[torch.Tensor] = []
-        classes: list[int] | None = []
-        per_image_targets = _split_targets(targets, x.shape[0])
-        for chunk in self._chunks(x.shape[0], batch_size):
-            # the input requires grad so that every tap joins the autograd graph; autograd.grad
-            # below asks only for the taps, so no gradient flows further back than the first tap
-            xm = self.to_model_layout(x[chunk]).detach().requires_grad_(True)
-            with torch.enable_grad():
-                values = self.mirror(xm, names + extra + [self.graph.logits])
-                logits = values[self.graph.logits]
-                target = resolve(per_image_targets(chunk), logits.detach())
-                score = target(logits).sum()
-                taps = [values[n] for n in names]
-                grad = torch.autograd.grad(score, taps, allow_unused=True)
-            acts.append({n: values[n].detach() for n in names + extra})
-            grads.append({n: g if g is not None else torch.zeros_like(t)
-                          for n, g, t in zip(names, grad, taps)})
-            logits_parts.append(logits.detach())
-            chunk_classes = target.classes(logits)
-            classes = None if classes is None or chunk_classes is None else classes + chunk_classes
-        cat = lambda parts, keys: {n: torch.cat([p[n] for p in parts]) for n in keys}  # noqa: E731
-        return cat(acts, names + extra), torch.cat(logits_parts), cat(grads, names), classes
+                          batch_size: int | None = None,
+                          extra: Sequence[str] = ()) -> Gradients[torch.Tensor]:
+        """Torch-level :meth:`gradients` on a prepared batch (:meth:`PassEngine.gradients`):
+        unpacks as ``logits, activations, gradients``, keyed by tap tensor, all on the
+        explainer's device. ``extra`` tensors (e.g. Gradual Extrapolation steps) are returned
+        with the activations, without gradients."""
+        return self.engine.gradients(x, targets, [layer.tensor for layer in layers], batch_size,
+                                     extra)
 
     # --- explanations ------------------------------------------------------------------------
 
@@ -281,16 +234,18 @@ class Explainer:
         ``normalize``: "local" (per map min-max), "global" (min-max over all selected layers of
         an image), or "none" (docs/methods.md#normalisation). ``extrapolate``: sharpen every map by Gradual
         Extrapolation through the earlier layers (docs/methods.md#gradual-extrapolation; each map then spans [0, 1] exactly, so
-        ``normalize`` has nothing left to change); ``include_input`` adds its last step through
-        the image itself (off by default: it weights the map by the image's brightness and
-        lowered ROAD on real photos). ``options`` go to the method (e.g.
-        ``scorecam_align_corners``).
+        ``normalize`` has nothing left to change and is not applied: the explanation records
+        ``normalize="extrapolated"`` and ``extrapolation=Extrapolation(include_input)``);
+        ``include_input`` adds its last step through the image itself (off by default: it
+        weights the map by the image's brightness and lowered ROAD on real photos). ``options``
+        go to the method (e.g. ``scorecam_align_corners``).
         """
-        from camonnx.explanation import Explanation
+        from camonnx.explanation import EXTRAPOLATED, Explanation, Extrapolation
         from camonnx.extrapolate import extrapolate as extrapolate_maps
         from camonnx.extrapolate import step_tensors
         from camonnx.kernels import upsample_layers
-        from camonnx.methods import Context, LayerData, get_method
+        from camonnx.methods import get_method
+        from camonnx.methods.base import Context, LayerData
 
         cam = get_method(method)
         cam.check_options(options)
@@ -300,23 +255,25 @@ class Explainer:
             raise InputError(f"batch_size must be at least 1, got {batch_size}.")
         chosen = self.select_layers(layers)
         x, crops = self.prepare(images)
-        per_image_targets = _split_targets(targets, x.shape[0])
+        targets = per_image(targets, x.shape[0])
         raws: list[list[torch.Tensor]] = [[] for _ in chosen]
         extrapolated: list[torch.Tensor] = []
         extra = step_tensors(self.graph) if extrapolate else []
+        taps = [layer.tensor for layer in chosen]
         logits_parts, classes = [], []
-        chunks = list(self._chunks(x.shape[0], batch_size))
+        chunks = list(self.engine.chunks(x.shape[0], batch_size))
         for chunk in tqdm(chunks, desc=f"{cam.name}", unit="batch", disable=not progress or len(chunks) == 1):
             xc = x[chunk]
             if cam.uses_gradients:
-                acts, logits, grads, _ = self.gradients_tensors(xc, per_image_targets(chunk), chosen,
-                                                                extra=extra)
+                passed = self.engine.gradients(xc, take(targets, chunk), taps, extra=extra)
+                acts, logits, grads, target = (passed.activations, passed.logits, passed.gradients,
+                                               passed.target)
             else:
-                names = list(dict.fromkeys([layer.tensor for layer in chosen] + extra))
-                acts = self.forward(xc, names + [self.graph.logits])
+                names = list(dict.fromkeys(taps + extra))
+                acts = self.engine.forward(xc, names + [self.graph.logits])
                 logits, grads = acts[self.graph.logits], None
-            target = resolve(per_image_targets(chunk), logits)
-            ctx = Context(self, xc, target, seed=seed, first_image=chunk.start,
+                target = resolve(take(targets, chunk), logits)
+            ctx = Context(self.engine, xc, target, seed=seed, first_image=chunk.start,
                           batch_size=max(batch_size, 32), progress=progress, options=options)
             cam.begin(ctx, chosen)
             for i, layer in enumerate(chosen):
@@ -337,10 +294,11 @@ class Explainer:
         return Explanation(
             maps=maps.cpu().numpy(), raw=[r.cpu().numpy() for r in raw],
             layers=[layer.name for layer in chosen], targets=classes,
-            logits=torch.cat(logits_parts).cpu().numpy(), method=cam.name, normalize=normalize,
+            logits=torch.cat(logits_parts).cpu().numpy(), method=cam.name,
+            normalize=EXTRAPOLATED if extrapolate else normalize,
             model=str(self.model_path), images=crops, labels=self.labels,
-            options={"seed": seed, "extrapolate": extrapolate, "include_input": include_input,
-                     **options})
+            options={"seed": seed, **options},
+            extrapolation=Extrapolation(include_input) if extrapolate else None)
 
     # --- load-time probe ---------------------------------------------------------------------
 
@@ -382,19 +340,6 @@ class Explainer:
         return f"tensor {tensor!r}"
 
 
-def _torch_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise DeviceError(f"Unknown device {device!r}: use 'cpu' or 'cuda'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device='cuda' was requested but torch sees no CUDA GPU. Use "
-                          "device='cpu', or install a CUDA build of torch.")
-    if dev.type not in ("cpu", "cuda"):
-        raise DeviceError(f"Unsupported device {device!r}: use 'cpu' or 'cuda'.")
-    return dev
-
-
 def _fit_recipe(recipe: Preprocess, graph: ModelGraph) -> Preprocess:
     """The recipe, with its crop size forced to the model's fixed input size if it has one."""
     h, w = graph.input.height, graph.input.width
@@ -412,16 +357,3 @@ def _all_finite(x: torch.Tensor) -> bool:
         return bool(np.isfinite(x.detach().numpy()).all())
     return bool(torch.isfinite(x).all())
 
-
-def _split_targets(targets: TargetLike, n: int):
-    """A function chunk → the targets of that chunk (per-image indices are sliced)."""
-    if isinstance(targets, (ClassLogit, ClassProbability)):
-        kind = type(targets)
-        indices = _split_targets(list(targets.indices), n)
-        return lambda chunk: kind(tuple(indices(chunk)))
-    if isinstance(targets, (list, tuple, np.ndarray)) and not isinstance(targets, str):
-        if len(targets) != n:
-            raise InputError(f"{len(targets)} targets were given for a batch of {n} images: give "
-                             "one class index per image, or a single index for all.")
-        return lambda chunk: list(targets[chunk])
-    return lambda chunk: targets

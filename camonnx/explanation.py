@@ -6,13 +6,25 @@ import json
 import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from camonnx.errors import InputError
+
+
+#: ``Explanation.normalize`` of extrapolated maps: Gradual Extrapolation's last step scales each
+#: map to [0, 1] itself (min 0 and max 1 exactly, or all zeros), and the requested
+#: normalisation is not applied.
+EXTRAPOLATED = "extrapolated"
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """How the maps were sharpened by Gradual Extrapolation (docs/methods.md#gradual-extrapolation):
+    ``include_input``: whether the last step went through the input image itself."""
+
+    include_input: bool = False
 
 
 @dataclass
@@ -23,6 +35,10 @@ class Explanation:
     ``raw``: per layer, the (N, h, w) unnormalised map at the layer's native resolution;
     ``layers``: the layer names (topological order); ``targets``: the class index per image
     (None for a function target); ``logits``: (N, classes); ``images``: the RGB crops the model saw.
+    ``normalize``: "local", "global" or "none" as asked, or ``"extrapolated"`` (:data:`EXTRAPOLATED`)
+    when the maps are Gradual Extrapolation's, each already in [0, 1], whatever was asked;
+    ``extrapolation``: how they were extrapolated (:class:`Extrapolation`), None for plain maps.
+    ``options``: the seed and the method's options.
     """
 
     maps: np.ndarray
@@ -36,6 +52,7 @@ class Explanation:
     images: list[np.ndarray] = field(repr=False, default_factory=list)
     labels: list[str] | None = field(repr=False, default=None)
     options: dict = field(default_factory=dict)
+    extrapolation: Extrapolation | None = None
 
     def __getitem__(self, layer: str | int) -> np.ndarray:
         """The (N, H, W) maps of one layer, by name or index."""
@@ -58,15 +75,15 @@ class Explanation:
     def save(self, directory: str | os.PathLike, overlays: bool = True) -> Path:
         """Write ``maps.npz`` (maps, raw maps, logits, targets), ``manifest.json`` and, with
         ``overlays``, one PNG per image and layer (JET blended with the image). The files are
-        written to a temporary folder beside ``directory`` and moved into it at the end."""
+        written to a hidden staging folder inside ``directory`` and moved into place only once
+        all are complete (:mod:`camonnx.writer`)."""
         import imageio.v3 as iio
 
         from camonnx.render import overlay
+        from camonnx.writer import make_folder, publish, staging_folder
 
-        target = Path(directory)
-        _ensure_writable(target)
-        staging = Path(tempfile.mkdtemp(prefix=".camonnx-", dir=target))
-        try:
+        target = make_folder(directory)
+        with staging_folder(target) as staging:
             arrays = {"maps": self.maps, "logits": self.logits,
                       "targets": np.asarray(self.targets if self.targets is not None else [], np.int64)}
             arrays.update({f"raw_{i:03d}": r for i, r in enumerate(self.raw)})
@@ -79,12 +96,7 @@ class Explanation:
                         iio.imwrite(staging / filename, overlay(image, self.maps[l, n]))
                         written.append(filename)
             (staging / "manifest.json").write_text(json.dumps(self.manifest(written), indent=2))
-            for filename in written:
-                os.replace(staging / filename, target / filename)
-        finally:
-            for leftover in staging.glob("*"):
-                leftover.unlink()
-            staging.rmdir()
+            publish(staging, target, written)
         return target
 
     def manifest(self, files: list[str] | None = None) -> dict:
@@ -96,10 +108,20 @@ class Explanation:
             "model": self.model, "method": self.method, "normalize": self.normalize,
             "layers": self.layers, "targets": self.targets,
             "target_labels": [self.label(i) for i in range(self.maps.shape[1])],
-            "shape": list(self.maps.shape), "options": _jsonable(self.options), "files": files or [],
+            "shape": list(self.maps.shape), "options": _jsonable(self._listed_options()),
+            "files": files or [],
             "versions": {"camonnx": camonnx.__version__, "python": platform.python_version(),
                          "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         }
+
+    def _listed_options(self) -> dict:
+        """The manifest's options: the seed, Gradual Extrapolation's ``extrapolate`` and
+        ``include_input`` (from :attr:`extrapolation`), then the method's options."""
+        seed = {key: self.options[key] for key in ("seed",) if key in self.options}
+        ge = self.extrapolation
+        return {**seed, "extrapolate": ge is not None,
+                "include_input": ge is not None and ge.include_input,
+                **{key: value for key, value in self.options.items() if key not in seed}}
 
 
 def _jsonable(value):
@@ -115,17 +137,6 @@ def _jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
-
-
-def _ensure_writable(target: Path) -> None:
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"Cannot create output directory {target}: {exc.strerror}. Choose a "
-                         "writable --out location.") from None
-    if not os.access(target, os.W_OK):
-        raise InputError(f"Output directory {target} is not writable. Choose a writable --out "
-                         "location.")
 
 
 def _slug(name: str) -> str:

@@ -9,13 +9,14 @@ graph outputs, so one ONNX Runtime run returns the logits and every activation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import onnx
@@ -125,15 +126,19 @@ class ModelGraph:
         """Distinct tap tensors in topological order (two convs may share a block tap)."""
         return list(dict.fromkeys(layer.tensor for layer in self.layers))
 
-    def prepared_bytes_or_path(self) -> bytes | str:
-        """What ONNX Runtime needs to open the prepared model (a path for models over 2 GiB)."""
+    @contextlib.contextmanager
+    def prepared_source(self) -> Iterator[bytes | str]:
+        """What ONNX Runtime needs to open the prepared model: its bytes, or for a model over
+        2 GiB the path of a temporary copy with external data, deleted when the block ends (a
+        session reads it while it is created)."""
         if self.prepared.ByteSize() < _PROTO_LIMIT:
-            return self.prepared.SerializeToString()
-        folder = tempfile.mkdtemp(prefix="camonnx-")
-        target = os.path.join(folder, "prepared.onnx")
-        onnx.save_model(self.prepared, target, save_as_external_data=True,
-                        location="prepared.onnx.data")
-        return target
+            yield self.prepared.SerializeToString()
+            return
+        with tempfile.TemporaryDirectory(prefix="camonnx-") as folder:
+            target = os.path.join(folder, "prepared.onnx")
+            onnx.save_model(self.prepared, target, save_as_external_data=True,
+                            location="prepared.onnx.data")
+            yield target
 
 
 def load_graph(model: str | os.PathLike | onnx.ModelProto, tap: TapMode = "block",

@@ -17,6 +17,7 @@ kernels) are folded once at load time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +26,30 @@ import torch
 from camonnx.errors import ModelLoadError, UnsupportedModelError
 from camonnx.graph import ModelGraph, initializer_arrays
 from camonnx.ops import Node, OpSpec, lookup
+
+#: Ops whose cost grows with the image (multiply-accumulates over every position); the rest
+#: (activations, shape arithmetic, pooling) cost little beside them. Used to price a partial pass.
+COSTLY_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "Attention",
+                        "MultiHeadAttention"})
+
+
+@dataclass(frozen=True)
+class Cut:
+    """How to get ``wanted`` tensors by re-running only the graph after some given tensors.
+
+    ``leaves``: the ``sources`` no other source feeds; given their values (and the ``given``
+    tensors), the mirror computes the other sources and ``wanted`` by running only the nodes
+    after the leaves, plus whatever cheap upstream nodes a read tensor that is not ``given``
+    needs (e.g. a shape computed from the input). ``frontier``: tensors the nodes after the
+    leaves read from outside them. ``downstream``: every tensor the partial pass computes from
+    the leaves. ``cost`` / ``full_cost``: costly nodes (:data:`COSTLY_OPS`) that the partial and
+    the full forward run."""
+
+    leaves: tuple[str, ...]
+    frontier: tuple[str, ...]
+    downstream: frozenset[str]
+    cost: int
+    full_cost: int
 
 
 class Mirror(torch.nn.Module):
@@ -130,6 +155,34 @@ class Mirror(torch.nn.Module):
         outside = reads - tainted - set(self._buffer_names)
         order = {name: i for i, (node, _) in enumerate(self._program) for name in node.outputs}
         return sorted(outside, key=lambda name: order.get(name, -1))
+
+    def cut(self, sources: Sequence[str], wanted: Sequence[str],
+            given: Iterable[str] = ()) -> Cut:
+        """The partial pass that yields ``sources`` and ``wanted`` from the leaves of ``sources``
+        (see :class:`Cut`); ``given``: the tensors that can be supplied (e.g. ONNX Runtime's
+        outputs); the frontier tensors among them are overridden, the others recomputed."""
+        requested = set(sources)
+        full = self._plan(list(dict.fromkeys([*sources, *wanted])), frozenset())
+        tainted: set[str] = set()
+        leaves: list[str] = []
+        for index in full:
+            node = self._program[index][0]
+            downstream = any(name in tainted for name in node.inputs)
+            for name in node.outputs:
+                if name and (downstream or name in requested):
+                    tainted.add(name)
+                    if not downstream:
+                        leaves.append(name)
+        reads = {name for index in full for name in self._program[index][0].inputs
+                 if name and any(i in tainted for i in self._program[index][0].inputs)}
+        order = {name: i for i, (node, _) in enumerate(self._program) for name in node.outputs}
+        frontier = sorted(reads - tainted - set(self._buffer_names) - {self.input_name},
+                          key=lambda name: order.get(name, -1))
+        overridden = frozenset(leaves) | (frozenset(frontier) & frozenset(given))
+        partial = self._plan(list(dict.fromkeys([*sources, *wanted])), overridden)
+        costly = lambda plan: sum(self._program[i][0].op_type in COSTLY_OPS for i in plan)  # noqa: E731
+        return Cut(tuple(leaves), tuple(frontier), frozenset(tainted), costly(partial),
+                   costly(full))
 
     def forward(self, x: torch.Tensor, outputs: Iterable[str] | None = None,
                 overrides: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

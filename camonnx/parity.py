@@ -235,7 +235,7 @@ def not_finite_error(where: str, computed_by: str) -> ModelLoadError:
         "standard normal noise, although every weight is finite. The model overflows (e.g. a "
         "huge weight before an Exp, or a division by a value that reaches zero), so its maps "
         "would be NaN. Check the model's output on a real image with ONNX Runtime; pass "
-        "check_parity=False to load it anyway.")
+        "check_parity=False (command line: --no-parity-check) to load it anyway.")
 
 
 # --- parity --------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def _parity_error(graph: ModelGraph, names: Sequence[str], tensor: str,
         f"The torch mirror disagrees with ONNX Runtime, first at {describe(tensor)}: {what}; "
         f"{since}. camonnx's gradients would be wrong for this model: please report it (the "
         "model or its opset and exporter, and this message) to the camonnx issue tracker. "
-        "Pass check_parity=False to continue at your own risk.")
+        "Pass check_parity=False (command line: --no-parity-check) to continue at your own risk.")
 
 
 def _nodes_between(graph: ModelGraph, tensor: str, agreed: set[str]) -> list[Node]:

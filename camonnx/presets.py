@@ -1,7 +1,7 @@
 """Named preprocessing presets, class-name files, and the recipe a model load uses.
 
 A model expects its images prepared the way it was trained. The common conventions, as
-:class:`~camonnx.images.Preprocess` recipes (each maps a uint8 pixel ``v`` to
+:class:`~camonnx.recipe.Preprocess` recipes (each maps a uint8 pixel ``v`` to
 ``(v * scale - mean) / std`` per channel, in the model's channel order):
 
 ``torchvision``
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from camonnx.errors import InputError, unknown_name_error
-from camonnx.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_recipe, recipe_path
+from camonnx.recipe import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_recipe, recipe_path
 
 if TYPE_CHECKING:
     from camonnx.graph import ModelGraph

@@ -1,9 +1,14 @@
 """ROAD (Rong et al., ICML 2022) and ybROAD (per-layer ROAD, Kaczmarek et al., 2023): docs/metrics.md#road.
 
+One job: the score. Rank and mask (:mod:`camonnx.road_masks`), impute
+(:mod:`camonnx.road_imputation`), forward, and combine the probabilities into ROAD; the results
+and their CSV / JSON / plot writers are in :mod:`camonnx.road_report`.
+
 For a map M (H, W) of an image x with target class c, and each removal fraction q:
 
-* **MoRF(q)** removes the k = round(q·H·W) most relevant pixels, **LeRF(q)** the k least relevant;
-* the removed pixels are filled by noisy linear imputation (:mod:`camonnx.road_impute`): the
+* **MoRF(q)** removes the k = round(q·H·W) most relevant pixels, **LeRF(q)** the k least relevant
+  (exact counts, ties broken by a seeded permutation: :mod:`camonnx.road_masks`);
+* the removed pixels are filled by noisy linear imputation (:mod:`camonnx.road_imputation`): the
   linear system "each removed pixel is the weighted mean of its 8 neighbours" solved exactly,
   plus N(0, 0.01²) in the model's input space at the removed pixels only;
 * Δ(q) = p_c(imputed) − p_c(x), p = softmax probability;
@@ -14,20 +19,12 @@ ybROAD is the curve of ROAD over every conv layer's map of one method (all maps 
 :meth:`Explainer.explain`), with its maximum, the layer attaining it, and its mean; over T
 seeded trials and N images the curve is the mean and its band the standard deviation.
 
-**Exact, tie-safe ranking.** Pixels are ranked by relevance with a stable sort after a seeded
-random permutation: ties (flat maps, saturated regions, a constant map) are broken uniformly at
-random and reproducibly, exactly as an infinitesimal seeded jitter would, and exactly k pixels
-are removed for every q. (The common implementation thresholds at a percentile and removes
-every pixel ≥ the threshold: a constant map then removes *all* pixels at every q.) ``round`` is
-Python's (half to even); one ranking serves all fractions, so the MoRF masks are nested, and
-MoRF(q) and LeRF(1 − q) are complements.
-
 **Batching.** The imputed images of all fractions, layers, images and trials are made and
 forwarded chunk by chunk: ``batch_size`` masks per chunk (whole layer × image units of 2·Q
-masks), imputed together by :func:`camonnx.road_impute.solve` (on CPU one mask per core at a
+masks), imputed together by :func:`camonnx.road_imputation.solve` (on CPU one mask per core at a
 time on a thread pool, on CUDA the whole chunk as one batch), then forwarded through
-:meth:`Explainer.forward` (ONNX Runtime, or the torch mirror on a GPU without ORT's CUDA
-provider) in batches of ``batch_size``. Memory stays bounded for any number of layers: only one
+:meth:`camonnx.passes.PassEngine.forward` (ONNX Runtime, or the torch mirror on a GPU without
+ORT's CUDA provider) in batches of ``batch_size``. Memory stays bounded for any number of layers: only one
 chunk of imputed images exists at a time. The result's ``timings`` keep ranking, imputation
 (solve + noise) and forward time apart; every seed is derived from (seed, trial, layer, image),
 so results do not depend on ``batch_size`` or on the device.
@@ -58,12 +55,8 @@ so results do not depend on ``batch_size`` or on the device.
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -71,59 +64,8 @@ import torch
 from tqdm.auto import tqdm
 
 from camonnx.errors import InputError
-
-#: ROAD's removal fractions (docs/metrics.md#road).
-FRACTIONS = (0.2, 0.4, 0.6, 0.8)
-
-
-# ---------------------------------------------------------------------------------------------
-# ranking and masks
-# ---------------------------------------------------------------------------------------------
-
-def check_fractions(fractions) -> tuple[float, ...]:
-    """The fractions as floats in (0, 1]; an :class:`InputError` otherwise."""
-    try:
-        values = tuple(float(q) for q in fractions)
-    except (TypeError, ValueError):
-        raise InputError(f"fractions must be numbers in (0, 1], got {fractions!r}.") from None
-    if not values:
-        raise InputError("Give at least one removal fraction, e.g. 0.2,0.4,0.6,0.8.")
-    bad = [q for q in values if not (math.isfinite(q) and 0 < q <= 1)]
-    if bad:
-        raise InputError(f"Removal fractions must lie in (0, 1]; got {bad[0]}.")
-    return values
-
-
-def removal_count(q: float, pixels: int) -> int:
-    """k = round(q · pixels): how many pixels a fraction q removes (Python's round)."""
-    return int(round(q * pixels))
-
-
-def relevance_rank(relevance: np.ndarray, seed) -> np.ndarray:
-    """Rank of every pixel of one map (H, W) by relevance, 0 = most relevant, as a flat int
-    array. Ties are broken by a random permutation from ``numpy.random.default_rng(seed)``
-    followed by a stable sort: uniformly random among tied pixels, reproducible, and exact
-    (no floating-point jitter that could reorder values that merely lie close)."""
-    flat = np.asarray(relevance, np.float64).ravel()
-    n = flat.size
-    perm = np.random.default_rng(seed).permutation(n)
-    order = perm[np.argsort(-flat[perm], kind="stable")]
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    return rank
-
-
-def removal_masks(rank: np.ndarray, fractions: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
-    """(2Q, H, W) bool removed-pixel masks from a rank: MoRF for each fraction (the k most
-    relevant), then LeRF for each fraction (the k least relevant), k = round(q·H·W)."""
-    h, w = shape
-    n = h * w
-    masks = np.empty((2 * len(fractions), h, w), bool)
-    for i, q in enumerate(fractions):
-        k = removal_count(q, n)
-        masks[i] = (rank < k).reshape(h, w)
-        masks[len(fractions) + i] = (rank >= n - k).reshape(h, w)
-    return masks
+from camonnx.road_masks import FRACTIONS, check_fractions, relevance_rank, removal_masks
+from camonnx.road_report import RoadScore, YbRoadResult
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +82,8 @@ class _Deltas:
 
 
 def _logits(explainer, x: torch.Tensor) -> np.ndarray:
-    return explainer.forward(x, [explainer.graph.logits])[explainer.graph.logits].detach().cpu().numpy()
+    engine = explainer.engine
+    return engine.forward(x, [engine.logits_name])[engine.logits_name].detach().cpu().numpy()
 
 
 def _probabilities(explainer, x: torch.Tensor, classes: np.ndarray, logits=None) -> np.ndarray:
@@ -160,7 +103,7 @@ def _road_deltas(explainer, x: torch.Tensor, maps: np.ndarray, classes: Sequence
                  logits: np.ndarray | None = None) -> _Deltas:
     """Δ_MoRF and Δ_LeRF for maps (L, N, H, W) of the prepared images x (N, C, H, W)
     (``logits``: the clean images' logits, when already computed)."""
-    from camonnx.road_impute import NOISE_STD, add_noise, solve
+    from camonnx.road_imputation import NOISE_STD, add_noise, solve
 
     noise = NOISE_STD if noise is None else float(noise)
     n_layers, n_images, h, w = maps.shape
@@ -239,40 +182,14 @@ def _check_common(trials: int, batch_size: int) -> None:
 # plain ROAD of given maps
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class RoadScore:
-    """ROAD of one map per image. ``scores`` (T, N) per trial and image; ``morf``/``lerf``
-    (T, N, Q) the deltas Δ(q); ``score`` (N,) the mean over trials; ``mean`` over everything."""
-
-    scores: np.ndarray
-    morf: np.ndarray
-    lerf: np.ndarray
-    fractions: tuple[float, ...]
-    targets: list[int]
-    base_probability: np.ndarray
-    timings: dict = field(default_factory=dict)
-    solver: dict = field(default_factory=dict)
-
-    @property
-    def score(self) -> np.ndarray:
-        return self.scores.mean(axis=0)
-
-    @property
-    def mean(self) -> float:
-        return float(self.scores.mean())
-
-    @property
-    def std(self) -> float:
-        return float(self.scores.std())
-
-
 def road_score(explainer, images, maps, *, fractions: Sequence[float] = FRACTIONS, trials: int = 1,
-               seed: int = 0, targets=None, batch_size: int = 64, progress: bool = False,
-               noise: float | None = None, **solver_options) -> RoadScore:
+               seed: int = 0, targets=None, batch_size: int = 64, progress: bool = True,
+               noise: float | None = None, solver: dict | None = None) -> RoadScore:
     """ROAD of the given relevance maps (N, H, W) (one per image, at the model's input size) on
     ``images`` (anything :meth:`Explainer.prepare` takes). ``targets``: the class per image
     (None: the predicted class; an int: that class for all). ``noise``: the imputation noise std
-    (default 0.01). ``solver_options`` go to :func:`camonnx.road_impute.solve` (tol, backend, …)."""
+    (default 0.01); ``solver``: options of :func:`camonnx.road_imputation.solve` (tol,
+    max_iter, backend, workers); ``progress``: a progress bar. :func:`ybroad` takes the same."""
     from camonnx.targets import class_indices
 
     fractions = check_fractions(fractions)
@@ -293,7 +210,7 @@ def road_score(explainer, images, maps, *, fractions: Sequence[float] = FRACTION
         raise InputError("ROAD needs a class index per image (Δ is the softmax probability of the "
                          "target class); function targets are not supported.")
     d = _road_deltas(explainer, x, maps.astype(np.float32)[None], classes, fractions, trials, seed,
-                     batch_size, progress, noise, solver_options, logits=logits)
+                     batch_size, progress, noise, dict(solver or {}), logits=logits)
     d.timings["forward"] += base_time
     d.timings["total"] = time.perf_counter() - total
     return RoadScore(_combine(d.morf, d.lerf)[:, 0], d.morf[:, 0], d.lerf[:, 0], fractions,
@@ -303,112 +220,6 @@ def road_score(explainer, images, maps, *, fractions: Sequence[float] = FRACTION
 # ---------------------------------------------------------------------------------------------
 # ybROAD
 # ---------------------------------------------------------------------------------------------
-
-@dataclass
-class YbRoadResult:
-    """ybROAD of one method: ROAD of every explained layer's map.
-
-    ``scores`` (T, L, N): ROAD per trial, layer and image; ``morf``/``lerf`` (T, L, N, Q): the
-    deltas Δ(q); ``curve``/``curve_std`` (L,): mean and standard deviation over trials and
-    images; ``max``, ``argmax`` (layer index), ``max_layer`` (its name), ``mean`` (of the curve).
-    ``timings``: seconds spent explaining, ranking, imputing and in forward passes (and
-    ``forward_images``, the number of images forwarded)."""
-
-    method: str
-    model: str
-    layers: list[str]
-    fractions: tuple[float, ...]
-    trials: int
-    seed: int
-    targets: list[int]
-    scores: np.ndarray
-    morf: np.ndarray
-    lerf: np.ndarray
-    base_probability: np.ndarray
-    timings: dict = field(default_factory=dict)
-    solver: dict = field(default_factory=dict)
-    labels: list[str] = field(default_factory=list)
-    options: dict = field(default_factory=dict)
-    layer_indices: list[int] = field(default_factory=list)
-
-    def __post_init__(self):
-        if not self.layer_indices:
-            self.layer_indices = list(range(len(self.layers)))
-
-    @property
-    def curve(self) -> np.ndarray:
-        return self.scores.mean(axis=(0, 2))
-
-    @property
-    def curve_std(self) -> np.ndarray:
-        return self.scores.std(axis=(0, 2))
-
-    @property
-    def morf_curve(self) -> np.ndarray:
-        """(L, Q) mean Δ_MoRF(q) per layer."""
-        return self.morf.mean(axis=(0, 2))
-
-    @property
-    def lerf_curve(self) -> np.ndarray:
-        return self.lerf.mean(axis=(0, 2))
-
-    @property
-    def argmax(self) -> int:
-        """Position of the maximum in ``layers`` (see ``max_index`` for the model's index)."""
-        return int(np.argmax(self.curve))
-
-    @property
-    def max_index(self) -> int:
-        """The model's layer index (as in ``camonnx layers``) of the maximum."""
-        return int(self.layer_indices[self.argmax])
-
-    @property
-    def max(self) -> float:
-        return float(self.curve[self.argmax])
-
-    @property
-    def max_layer(self) -> str:
-        return self.layers[self.argmax]
-
-    @property
-    def mean(self) -> float:
-        return float(self.curve.mean())
-
-    def summary(self) -> str:
-        n_images = self.scores.shape[2]
-        return (f"{self.method}: max ybROAD {self.max:+.4f} at layer {self.max_index} "
-                f"({self.max_layer}), mean {self.mean:+.4f} over {len(self.layers)} layers, "
-                f"{n_images} image(s), {self.trials} trial(s)")
-
-    def timing_summary(self) -> str:
-        t = self.timings
-        return (f"explain {t.get('explain', 0):.1f}s, rank {t.get('rank', 0):.1f}s, imputation "
-                f"{t.get('impute', 0):.1f}s, forward {t.get('forward', 0):.1f}s "
-                f"({t.get('forward_images', 0)} images), total {t.get('total', 0):.1f}s")
-
-    def to_dict(self) -> dict:
-        return {
-            "method": self.method, "model": self.model, "layers": self.layers,
-            "layer_indices": self.layer_indices,
-            "fractions": list(self.fractions), "trials": self.trials, "seed": self.seed,
-            "targets": self.targets, "target_labels": self.labels,
-            "curve": self.curve.tolist(), "curve_std": self.curve_std.tolist(),
-            "max": self.max, "argmax": self.argmax, "max_index": self.max_index,
-            "max_layer": self.max_layer, "mean": self.mean,
-            "morf_curve": self.morf_curve.tolist(), "lerf_curve": self.lerf_curve.tolist(),
-            "scores": self.scores.tolist(), "base_probability": self.base_probability.tolist(),
-            "timings": self.timings, "solver": self.solver, "options": self.options,
-        }
-
-    def to_csv(self, path) -> Path:
-        return write_csv([self], path)
-
-    def to_json(self, path) -> Path:
-        return write_json([self], path)
-
-    def plot(self, path, title: str | None = None) -> Path:
-        return plot_curves([self], path, title=title)
-
 
 def ybroad(explainer, images, method: str = "gradcam", layers="all",
            fractions: Sequence[float] = FRACTIONS, trials: int = 1, seed: int = 0, targets=None,
@@ -422,21 +233,21 @@ def ybroad(explainer, images, method: str = "gradcam", layers="all",
     (``targets`` as in explain; function targets are refused). Then 2·len(fractions) imputed
     images per layer, image and trial are forwarded in batches of ``batch_size``. ``noise``: the
     imputation noise std (default 0.01); ``solver``: options of
-    :func:`camonnx.road_impute.solve` (tol, max_iter, backend, workers)."""
+    :func:`camonnx.road_imputation.solve` (tol, max_iter, backend, workers)."""
     fractions = check_fractions(fractions)
     _check_common(trials, batch_size)
     total = time.perf_counter()
     indices = [layer.index for layer in explainer.select_layers(layers)]
     normalize = explain_options.pop("normalize", "none")
+    x, _ = explainer.prepare(images)  # once: the explanation and the imputations share it
     tick = time.perf_counter()
-    explanation = explainer.explain(images, method=method, layers=layers, targets=targets,
+    explanation = explainer.explain(x, method=method, layers=layers, targets=targets,
                                     normalize=normalize, seed=seed, progress=progress,
                                     **explain_options)
     explain_time = time.perf_counter() - tick
     if explanation.targets is None:
         raise InputError("ybROAD needs a class index per image (Δ is the softmax probability of "
                          "the target class); function targets are not supported.")
-    x, _ = explainer.prepare(images)
     d = _road_deltas(explainer, x, explanation.maps, explanation.targets, fractions, trials, seed,
                      batch_size, progress, noise, dict(solver or {}), desc=f"ybROAD {explanation.method}")
     d.timings["explain"] = explain_time
@@ -448,7 +259,7 @@ def ybroad(explainer, images, method: str = "gradcam", layers="all",
         timings=d.timings, solver=d.solver,
         labels=[explanation.label(i) for i in range(len(explanation.targets))],
         layer_indices=indices if len(indices) == len(explanation.layers) else [],
-        options={"normalize": normalize, "noise": noise if noise is not None else 0.01,
+        options={"normalize": explanation.normalize, "noise": noise if noise is not None else 0.01,
                  **{k: v for k, v in explain_options.items() if _jsonable(v)}})
 
 
@@ -458,111 +269,3 @@ def _jsonable(value) -> bool:
         return True
     except (TypeError, ValueError):
         return False
-
-
-# ---------------------------------------------------------------------------------------------
-# writers (atomic: a temporary file beside the target, then os.replace)
-# ---------------------------------------------------------------------------------------------
-
-def _atomic(path, write) -> Path:
-    """Run ``write(temp_path)`` then move the temp file onto ``path``; nothing is left at
-    ``path`` (or beside it) if writing fails."""
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=parent)
-    except OSError as exc:
-        raise InputError(f"Cannot write {target}: {exc.strerror or exc}. Choose a writable "
-                         "location.") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_csv(results: Sequence[YbRoadResult], path) -> Path:
-    """One row per method and layer: the curve, its std, and the mean Δ per fraction."""
-    import csv
-
-    fractions = results[0].fractions if results else FRACTIONS
-
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            out = csv.writer(fh)
-            out.writerow(["method", "layer_index", "layer", "road_mean", "road_std"]
-                         + [f"morf_{q:g}" for q in fractions] + [f"lerf_{q:g}" for q in fractions])
-            for r in results:
-                for i, name in enumerate(r.layers):
-                    out.writerow([r.method, r.layer_indices[i], name, f"{r.curve[i]:.6g}",
-                                  f"{r.curve_std[i]:.6g}"]
-                                 + [f"{v:.6g}" for v in r.morf_curve[i]]
-                                 + [f"{v:.6g}" for v in r.lerf_curve[i]])
-
-    return _atomic(path, write)
-
-
-def write_json(results: Sequence[YbRoadResult], path) -> Path:
-    """One object per method (:meth:`YbRoadResult.to_dict`), under ``"results"``."""
-    doc = {"results": [r.to_dict() for r in results]}
-
-    def write(tmp):
-        Path(tmp).write_text(json.dumps(doc, indent=1), encoding="utf-8")
-
-    return _atomic(path, write)
-
-
-def plot_curves(results: Sequence[YbRoadResult], path, title: str | None = None) -> Path:
-    """ybROAD curves over the layer index (one per method, ± std band), each maximum marked,
-    layer names as rotated ticks (thinned to ≤ 40 labels). PNG via matplotlib's Agg backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if not results:
-        raise InputError("Nothing to plot: no ybROAD results.")
-    longest = max(results, key=lambda r: len(r.layers))
-    names, numbers = longest.layers, longest.layer_indices
-    n = len(names)
-    fig = Figure(figsize=(min(max(8.0, 0.22 * n), 24.0), 5.5), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    idx_all = np.arange(n)
-    for r in results:
-        idx = np.arange(len(r.layers))
-        line, = ax.plot(idx, r.curve, marker=".", label=f"{r.method} (max {r.max:+.3f} at layer "
-                                                        f"{r.max_index}, mean {r.mean:+.3f})")
-        if r.scores.shape[0] * r.scores.shape[2] > 1:
-            ax.fill_between(idx, r.curve - r.curve_std, r.curve + r.curve_std,
-                            color=line.get_color(), alpha=0.15, linewidth=0)
-        ax.plot([r.argmax], [r.max], marker="*", markersize=14, color=line.get_color(),
-                markeredgecolor="black", linestyle="none")
-        ax.annotate(r.max_layer, (r.argmax, r.max), textcoords="offset points", xytext=(6, 6),
-                    fontsize=7)
-    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    step = max(1, math.ceil(n / 40))
-    ticks = idx_all[::step]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{numbers[i]}: {names[i]}" if len(names[i]) <= 32
-                        else f"{numbers[i]}: …{names[i][-30:]}" for i in ticks], rotation=90, fontsize=6)
-    ax.set_xlabel("layer (model index: name, topological order)")
-    ax.set_ylabel("ROAD = (mean Δ LeRF − mean Δ MoRF) / 2")
-    first = results[0]
-    fractions = ", ".join(f"{q:g}" for q in first.fractions)
-    ax.set_title(title or f"ybROAD — {Path(first.model).name}, {first.scores.shape[2]} image(s), "
-                          f"{first.trials} trial(s), fractions {fractions}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))

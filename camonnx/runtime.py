@@ -46,8 +46,8 @@ class OrtRuntime:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(graph.prepared_bytes_or_path(), options,
-                                                providers=providers)
+            with graph.prepared_source() as source:
+                self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:
             raise ModelLoadError(f"ONNX Runtime cannot open the model: {str(exc).strip()}") from None
         active = self.session.get_providers()

@@ -9,6 +9,10 @@ Each pair has one signature; the data's device selects the twin (see ``_api``):
   Extrapolation (docs/methods.md#gradual-extrapolation).
 - :func:`add_power_sums` — Σ_t g^p, p = 1, 2, 3, in float64 (Smooth Grad-CAM++, docs/methods.md#smoothgradcampp).
 - :func:`warmup` — pay the first-call JIT (or cache load) ahead of time.
+
+``_impute_cpu`` holds the CPU kernels of ROAD's imputation solver (stencils, smoothers,
+restriction and prolongation, fused dot products; docs/metrics.md). They have no CUDA twin: on a
+GPU the solver runs as torch operations (``camonnx.road_backends.TorchOps``).
 """
 
 from ._api import (

@@ -21,8 +21,6 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,8 @@ import torch
 
 import camonnx
 from camonnx.errors import InputError, unknown_name_error
-from camonnx.images import Preprocess, load_sidecar, save_recipe
+from camonnx.recipe import Preprocess, load_sidecar, save_recipe
+from camonnx.writer import publish, staging_folder
 from camonnx.models import efficientnet_lite, torchvision_zoo
 
 _DATA = Path(camonnx.__file__).resolve().parent / "data"
@@ -143,14 +142,7 @@ def export_model(name: str, out: str | os.PathLike, *, weights: str | os.PathLik
     if out.is_dir():
         raise InputError(f"{str(out)!r} is a directory: give the path of the .onnx file to write, "
                          f"e.g. {str(out / (name + '.onnx'))!r}.")
-    folder = out.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".camonnx-export-", dir=folder))
-    except OSError as exc:
-        raise InputError(f"Cannot write to the folder {str(folder)!r} ({exc.strerror or exc}): "
-                         "choose a writable output path.") from None
-    try:
+    with staging_folder(out.parent) as staging:
         model = entry.build(weights, seed)  # InputError for a missing or incompatible weights file
         target = staging / out.name
         _export(model, target, exporter, opset, entry.recipe.size, name)
@@ -164,8 +156,6 @@ def export_model(name: str, out: str | os.PathLike, *, weights: str | os.PathLik
                  "versions": package_versions(name)}
         save_recipe(target, entry.recipe, imagenet_labels(), extra)
         _move_into_place(staging, target, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -239,17 +229,11 @@ def _move_into_place(staging: Path, target: Path, out: Path) -> None:
     """Rename the staged files next to ``out``: the external data first, then the sidecar, the
     model last (so a reader never sees a model whose data file is missing). A stale ``OUT.data``
     from an earlier dynamo export is removed when the new export has none."""
-    staged = sorted((p for p in staging.iterdir() if p != target),
-                    key=lambda p: (not p.name.endswith(".data"), p.name))
-    try:
-        for path in staged:
-            os.replace(path, out.parent / path.name)
-        os.replace(target, out)
-    except OSError as exc:
-        raise InputError(f"Cannot write {str(out)!r} ({exc.strerror or exc}: "
-                         f"{exc.filename or ''}). Choose a writable output path.") from None
+    staged = sorted((p.name for p in staging.iterdir() if p != target),
+                    key=lambda name: (not name.endswith(".data"), name))
+    publish(staging, out.parent, staged + [target.name])
     data = out.with_name(out.name + ".data")
-    if not any(p.name == data.name for p in staged) and data.is_file():
+    if data.name not in staged and data.is_file():
         try:
             data.unlink()
         except OSError:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from camonnx.errors import InputError
-from camonnx.images import Preprocess
+from camonnx.recipe import Preprocess
 
 NAME = "efficientnet_lite0"
 DESCRIPTION = "EfficientNet-Lite0 (ImageNet-pretrained)"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from camonnx.errors import InputError
-from camonnx.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from camonnx.recipe import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 _IMAGENET = dict(size=(224, 224), resize=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 

@@ -1,6 +1,6 @@
 """Independent torch oracles and shared checks for the kernel tests.
 
-Everything here is written from the formulas (SPEC §4, §6, §9) with plain torch in float64 (on
+Everything here is written from the formulas (docs/methods.md, docs/pipeline.md#kernels) with plain torch in float64 (on
 float64 copies of the kernels' float32 inputs): sums, ``F.interpolate(mode="bilinear",
 align_corners=False)`` per layer, ``amin``/``amax`` normalisation. Used by ``test_kernels.py``
 (CPU twins) and ``kernels_cudasim_cases.py`` (CUDA kernels, under the simulator or on a GPU).

@@ -1,4 +1,4 @@
-"""CAManim: camonnx.animate, its frames, writers and `camonnx animate` (SPEC §7).
+"""CAManim: camonnx.animate, its frames, writers and `camonnx animate` (docs/pipeline.md#camanim).
 
 Real models only: the session's ResNet-18 (random weights, dynamic H/W) on 64×64 crops of the
 bundled cat for most tests, and the default pretrained EfficientNet-Lite0 for one end-to-end run.
@@ -20,7 +20,7 @@ from camonnx.animation import (Frames, animate, animation_paths, explain_for_ani
 from camonnx.cli import main
 from camonnx.errors import InputError
 from camonnx.explainer import Explainer
-from camonnx.images import Preprocess, save_recipe
+from camonnx.recipe import Preprocess, save_recipe
 from camonnx.models import default_image
 
 SIZE = 64

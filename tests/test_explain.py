@@ -1,4 +1,4 @@
-"""Explainer.explain, Explanation.save and `camonnx explain` (SPEC §4)."""
+"""Explainer.explain, Explanation.save and `camonnx explain` (docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_cli_explain_errors_exit_2(resnet18_onnx, tmp_path):
     blocker.write_text("x")
     unwritable = runner.invoke(main, ["explain", str(resnet18_onnx), "--layers", "suggested",
                                       "--out", str(blocker / "sub")])
-    assert unwritable.exit_code == 2 and "Cannot create output directory" in unwritable.output
+    assert unwritable.exit_code == 2 and "is a file, not a folder" in unwritable.output
     out_of_range = runner.invoke(main, ["explain", str(resnet18_onnx), "--target", "5000"])
     assert out_of_range.exit_code == 2 and "out of range" in out_of_range.output
 

@@ -1,4 +1,4 @@
-"""Gradual Extrapolation (SPEC §6): a hand-computed example, real models, every method."""
+"""Gradual Extrapolation (docs/methods.md#gradual-extrapolation): a hand-computed example, real models, every method."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def bilinear(img: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def ge_numpy(raw: np.ndarray, step_activations: list[np.ndarray],
              final_size: tuple[int, int] | None = None) -> np.ndarray:
-    """SPEC §6 step by step: resize-multiply through each step, (resize to the input size if the
+    """docs/methods.md#gradual-extrapolation step by step: resize-multiply through each step, (resize to the input size if the
     last step was not the input), then z-score (unbiased) / clip / min-max; degenerate → 0."""
     h = raw.astype(np.float64)
     for e in step_activations:
@@ -130,6 +130,29 @@ def test_every_method_extrapolates(resnet18_onnx, method):
                                progress=False)
     assert result.maps.shape == (3, 1, 32, 32)
     assert np.isfinite(result.maps).all() and result.maps.min() >= 0 and result.maps.max() <= 1
+
+
+def test_extrapolation_is_recorded_typed_and_normalize_truthfully(resnet18_onnx, tmp_path):
+    """explain records Gradual Extrapolation in ``extrapolation`` (not in ``options``) and, since
+    the requested normalisation is not applied to extrapolated maps, ``normalize="extrapolated"``;
+    the manifest lists the two switches among the options as before."""
+    import json
+
+    from camonnx.explanation import Extrapolation
+
+    explainer = Explainer(resnet18_onnx)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    for normalize in ("local", "global", "none"):
+        result = explainer.explain(x, layers=[0, -1], normalize=normalize, extrapolate=True,
+                                   include_input=True, progress=False)
+        assert result.extrapolation == Extrapolation(include_input=True)
+        assert result.normalize == "extrapolated" and result.options == {"seed": 0}
+    plain = explainer.explain(x, layers=[0, -1], normalize="global", progress=False)
+    assert plain.extrapolation is None and plain.normalize == "global"
+    manifest = json.loads((result.save(tmp_path / "ge", overlays=False) / "manifest.json").read_text())
+    assert manifest["normalize"] == "extrapolated"
+    assert list(manifest["options"].items()) == [("seed", 0), ("extrapolate", True),
+                                                 ("include_input", True)]
 
 
 def test_layers_extrapolated_together_equal_one_by_one(resnet18_onnx):

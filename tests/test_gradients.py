@@ -127,3 +127,19 @@ def test_default_target_is_the_argmax(resnet18_onnx):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     result = explainer.gradients(x, layers="suggested")
     assert result.classes == result.logits.argmax(1).tolist()
+
+
+def test_gradients_and_gradients_tensors_unpack_in_the_same_order(resnet18_onnx):
+    """Both unpack as (logits, activations, gradients): the numpy API keyed by layer name, the
+    torch one by tap tensor, with the same values and the same resolved target."""
+    explainer = Explainer(resnet18_onnx)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    layers = explainer.select_layers([0, -1])
+    logits, acts, grads = explainer.gradients(x, targets=[3, 1, 4], layers=[0, -1], batch_size=2)
+    logits_t, acts_t, grads_t = explainer.gradients_tensors(x, [3, 1, 4], layers, batch_size=2)
+    np.testing.assert_array_equal(logits, logits_t.numpy())
+    for layer in layers:
+        np.testing.assert_array_equal(acts[layer.name], acts_t[layer.tensor].numpy())
+        np.testing.assert_array_equal(grads[layer.name], grads_t[layer.tensor].numpy())
+    result = explainer.gradients_tensors(x, None, layers, batch_size=2)
+    assert result.classes == result.logits.argmax(1).tolist() == list(result.target.indices)

@@ -1,4 +1,4 @@
-"""Taps, exposure and mirror parity on real torchvision exports (SPEC §2–3).
+"""Taps, exposure and mirror parity on real torchvision exports (docs/pipeline.md).
 
 Oracle: the torch model in float64 (``copy.deepcopy(model).double()`` on a float64 copy of the
 input). ONNX Runtime and the explainer's float32 passes are compared with it within float32

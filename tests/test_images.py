@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from camonnx.errors import InputError
-from camonnx.images import (Preprocess, load_image, load_recipe, prepare_images, recipe_path,
-                            save_recipe)
+from camonnx.images import load_image, prepare_images
+from camonnx.recipe import Preprocess, load_recipe, recipe_path, save_recipe
 from camonnx.models import default_image
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -274,5 +274,5 @@ def test_corrupt_sidecar_names_the_file(tmp_path):
 def test_unwritable_sidecar_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(InputError, match="Cannot write"):
+    with pytest.raises(InputError, match="Cannot create the folder .*file"):
         save_recipe(blocker / "m.onnx", Preprocess())

@@ -118,7 +118,7 @@ def test_wsum_many_channels_accumulates_in_float64():
 
 
 def test_wsum_gradcam_family_formulas():
-    """The modes give the SPEC §4 maps: gradcam, hirescam, elementwise, layercam."""
+    """The modes give the maps of docs/methods.md: gradcam, hirescam, elementwise, layercam."""
     A = rand(2, 4, 5, 6, seed=1, lo=0, hi=2)
     g = rand(2, 4, 5, 6, seed=2)
     a64, g64 = A.double(), g.double()  # the formulas in float64

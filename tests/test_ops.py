@@ -1,4 +1,4 @@
-"""Every operator of the torch mirror against ONNX Runtime (the oracle), per opset form (SPEC §3).
+"""Every operator of the torch mirror against ONNX Runtime (the oracle), per opset form (docs/pipeline.md#mirror).
 
 Each case is a hand-built ONNX graph: the image ``x`` (dynamic batch, 3×H×W) → a small ``Conv``
 stem (``c``, 4 channels, same size as the image) → the op under test → graph output(s). The graph

@@ -19,11 +19,13 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import camonnx.ops
 from camonnx import parity
+from camonnx.cli import main
 from camonnx.errors import ModelLoadError, ParityError
 from camonnx.explainer import Explainer
 from camonnx.ops import OpSpec
@@ -439,3 +441,14 @@ def test_overflowing_model_loads_with_a_warning_without_parity_check(tmp_path, c
         explainer = Explainer(path, check_parity=False)
     assert np.isnan(explainer.parity_error) and explainer.parity_report is None
     assert "not finite" in caplog.text and conv2 in caplog.text
+
+
+def test_cli_parity_check_can_be_turned_off(tmp_path):
+    """The error names the command-line switch, and the switch loads the model."""
+    path, conv2 = _overflowing_model(tmp_path)
+    checked = CliRunner().invoke(main, ["layers", str(path)])
+    assert checked.exit_code == 2 and "--no-parity-check" in checked.output
+    assert "Traceback" not in checked.output
+    unchecked = CliRunner().invoke(main, ["layers", str(path), "--no-parity-check"])
+    assert unchecked.exit_code == 0, unchecked.output
+    assert conv2 in unchecked.output and "not finite" in unchecked.output  # the warning stays

@@ -24,8 +24,9 @@ from PIL import Image
 from camonnx.cli import _FIELDS, main
 from camonnx.errors import InputError
 from camonnx.explainer import Explainer
-from camonnx.images import (IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_sidecar, prepare_images,
-                            recipe_path, save_recipe)
+from camonnx.images import prepare_images
+from camonnx.recipe import (IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_sidecar, recipe_path,
+                            save_recipe)
 from camonnx.presets import CAFFE_MEAN_BGR, PRESETS, describe, preset, read_labels, with_overrides
 
 F = TensorProto.FLOAT

@@ -1,4 +1,4 @@
-"""ROAD and ybROAD (SPEC §8): the imputation solvers, exact tie-safe ranking, faithfulness on a
+"""ROAD and ybROAD (docs/metrics.md): the imputation solvers, exact tie-safe ranking, faithfulness on a
 pretrained model with real photos, agreement with pytorch-grad-cam's ROADCombined, the
 ybROAD result and its writers, and the CLI.
 
@@ -19,10 +19,10 @@ import torch
 from click.testing import CliRunner
 
 from camonnx.errors import InputError
-from camonnx.road import (FRACTIONS, relevance_rank, removal_count, removal_masks, road_score,
-                          ybroad)
-from camonnx.road_impute import (add_noise, imputation_residual, impute, impute_reference,
-                                 solve)
+from camonnx.road import road_score, ybroad
+from camonnx.road_imputation import add_noise, impute, solve
+from camonnx.road_masks import FRACTIONS, relevance_rank, removal_count, removal_masks
+from camonnx.road_system import imputation_residual, impute_reference
 
 # --- masks used by the solver tests ----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Smooth Grad-CAM++ (SPEC §5): against Grad-CAM++, an independent numpy implementation of the
+"""Smooth Grad-CAM++ (docs/methods.md#smoothgradcampp): against Grad-CAM++, an independent numpy implementation of the
 formula from per-sample mirror gradients, channel and region subsets, seeding, vanishing
 denominators, validation and the CLI. resnet18 (random weights) at 64×64."""
 
@@ -15,7 +15,7 @@ from PIL import Image
 from camonnx.cli import main
 from camonnx.errors import InputError
 from camonnx.explainer import Explainer
-from camonnx.images import Preprocess, save_recipe
+from camonnx.recipe import Preprocess, save_recipe
 from camonnx.methods.smoothgradcampp import region_cells, smooth_weights
 from camonnx.noise import noisy_copies
 
@@ -58,7 +58,7 @@ def per_sample(explainer, images):
                                rtol=0, atol=0)
     grads = {layer.name: [] for layer in layers}
     for i, cls in enumerate(CLASSES):
-        _, _, g, _ = explainer.gradients_tensors(copies[i], [cls] * N_SAMPLES, layers)
+        _, _, g = explainer.gradients_tensors(copies[i], [cls] * N_SAMPLES, layers)
         for layer in layers:
             grads[layer.name].append(g[layer.tensor].double().numpy())
     acts = explainer.activations(images, [layer.name for layer in layers])
@@ -235,7 +235,7 @@ def test_copies_spanning_chunks(explainer):
     result = explainer.explain(x, method="smoothgradcam++", layers=[0, 9], targets=7, samples=40,
                                seed=4, normalize="none", progress=False)
     copies = noisy_copies(x, 40, 0.15, 4)[0]
-    acts, _, grads, _ = explainer.gradients_tensors(copies, [7] * 40, layers)
+    _, acts, grads = explainer.gradients_tensors(copies, [7] * 40, layers)
     clean = explainer.activations(x, [0, 9])
     for layer, raw in zip(layers, result.raw):
         g = grads[layer.tensor]

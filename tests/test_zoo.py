@@ -14,7 +14,8 @@ import torch
 
 from camonnx.errors import InputError
 from camonnx.graph import load_graph
-from camonnx.images import Preprocess, load_recipe, load_sidecar, prepare_images, recipe_path
+from camonnx.images import prepare_images
+from camonnx.recipe import Preprocess, load_recipe, load_sidecar, recipe_path
 from camonnx.models import (ZOO, cache_dir, default_image, default_model, export_model,
                             imagenet_labels)
 from camonnx.models import efficientnet_lite

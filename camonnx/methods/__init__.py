@@ -1,116 +1,80 @@
-"""CAM methods, registered by name (formulas: docs/methods.md; adding one: docs/extending.md#add-a-method).
+"""CAM methods by name (formulas: docs/methods.md; adding one: docs/extending.md#add-a-method).
 
-Each method is one small file: a subclass of :class:`CamMethod` whose ``weights`` turns a layer's
-activations A (N, K, h, w) and gradients g into channel weights (N, K) or element weights
-(N, K, h, w); the shared base combines them with the compiled weighted-channel-sum kernel into the
-raw map M (N, h, w) at the layer's native resolution. Methods that are not a weighted sum (Eigen-CAM)
-override ``raw_map``. A new method is a new file imported at the bottom of this module.
+Importing this package is cheap: :data:`CATALOGUE` names every method, the module that defines it
+and the defaults of the options it reads, so the command line can list methods and show defaults
+without torch. A method's module (and torch, the kernels) is imported when the method is first
+looked up in :data:`METHODS` or by :func:`get_method`. The base classes are in
+:mod:`camonnx.methods.base`.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import torch
+from camonnx.errors import unknown_name_error
 
-from camonnx.errors import InputError, unknown_name_error
-from camonnx.graph import Layer
-from camonnx.kernels import weighted_channel_sum
-from camonnx.targets import ClassLogit, ClassProbability, Target
+if TYPE_CHECKING:
+    from camonnx.methods.base import CamMethod
 
 
-@dataclass
-class LayerData:
-    """One layer's inputs to a method, all on the explainer's device."""
+@dataclass(frozen=True)
+class MethodEntry:
+    """Where a method lives, and the defaults of the ``explain`` options it reads."""
 
-    layer: Layer
-    activations: torch.Tensor  # (N, K, h, w)
-    gradients: torch.Tensor | None  # (N, K, h, w), None for gradient-free methods
-
-
-@dataclass
-class Context:
-    """What methods that re-run the model need: the explainer, the batch and its targets."""
-
-    explainer: Any
-    x: torch.Tensor  # the prepared NCHW batch
-    target: Target
-    seed: int = 0
-    #: Index of the batch's first image among all the images of the call (seeds per image).
-    first_image: int = 0
-    batch_size: int = 64
-    progress: bool = True
-    options: dict = field(default_factory=dict)
-
-    def image_target(self, i: int, copies: int) -> Target:
-        """The target of image ``i`` for a batch of ``copies`` variants of that image."""
-        if isinstance(self.target, (ClassLogit, ClassProbability)):
-            return type(self.target)((self.target.indices[i],) * copies)
-        return self.target
-
-    def scores(self, xs: torch.Tensor, i: int) -> torch.Tensor:
-        """Target scores of image ``i``'s variants ``xs`` (M, C, H, W), in chunks, no autograd."""
-        out = []
-        for start in range(0, xs.shape[0], self.batch_size):
-            chunk = xs[start:start + self.batch_size]
-            logits = self.explainer.forward(chunk, [self.explainer.graph.logits])
-            logits = logits[self.explainer.graph.logits]
-            out.append(self.image_target(i, chunk.shape[0])(logits).detach().float())
-        return torch.cat(out)
+    module: str  # in camonnx.methods
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
-class CamMethod:
-    """Base of every method: M = ReLU(Σ_k w_k A_k) from the weights the subclass computes."""
-
-    name: ClassVar[str] = ""
-    uses_gradients: ClassVar[bool] = True
-    #: How weights combine with A: "channel" (N,K), "elementwise" or "elementwise_relu" (N,K,h,w).
-    combine: ClassVar[str] = "channel"
-    #: Keyword options of ``explain`` this method reads from ``Context.options``.
-    option_names: ClassVar[frozenset[str]] = frozenset()
-
-    def check_options(self, options: dict) -> None:
-        """Reject options this method does not read (they would be silently ignored)."""
-        unknown = sorted(set(options) - self.option_names)
-        if unknown:
-            accepted = ", ".join(sorted(self.option_names)) or "none"
-            raise InputError(f"Option(s) {', '.join(unknown)} do not apply to method {self.name!r} "
-                             f"(its options: {accepted}).")
-
-    def begin(self, ctx: Context, layers: list[Layer]) -> None:
-        """Called once per batch before the per-layer maps: a method that needs one extra pass
-        for all layers (e.g. over noisy copies) runs it here and keeps the result in ``ctx``."""
-
-    def weights(self, data: LayerData, ctx: Context) -> torch.Tensor:
-        raise TypeError(f"{type(self).__name__} must define weights() or raw_map()")
-
-    def raw_map(self, data: LayerData, ctx: Context) -> torch.Tensor:
-        weights = self.weights(data, ctx).float().contiguous()
-        return weighted_channel_sum(data.activations.float().contiguous(), weights, self.combine, relu=True)
+#: Every registered method. A new method is a new module plus one line here.
+CATALOGUE: dict[str, MethodEntry] = {
+    "ablationcam": MethodEntry("ablationcam"),
+    "eigencam": MethodEntry("eigencam"),
+    "eigengradcam": MethodEntry("eigengradcam"),
+    "elementwise": MethodEntry("elementwise"),
+    "gradcam": MethodEntry("gradcam"),
+    "gradcam++": MethodEntry("gradcampp"),
+    "hirescam": MethodEntry("hirescam"),
+    "layercam": MethodEntry("layercam"),
+    "randomcam": MethodEntry("randomcam"),
+    "scorecam": MethodEntry("scorecam"),
+    "smoothgradcam++": MethodEntry("smoothgradcampp", {"samples": 25, "noise": 0.15}),
+    "xgradcam": MethodEntry("xgradcam"),
+}
 
 
-METHODS: dict[str, type[CamMethod]] = {}
+class _Methods(Mapping):
+    """name → method class, each module imported on first use."""
+
+    def __getitem__(self, name: str) -> type[CamMethod]:
+        from camonnx.methods.base import REGISTERED
+
+        entry = CATALOGUE[name]
+        if name not in REGISTERED:
+            importlib.import_module(f"camonnx.methods.{entry.module}")
+        if name not in REGISTERED:
+            raise LookupError(f"camonnx.methods.{entry.module} registers no method {name!r}: "
+                              "give its class that name and the @register decorator.")
+        return REGISTERED[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CATALOGUE)
+
+    def __len__(self) -> int:
+        return len(CATALOGUE)
 
 
-def register(cls: type[CamMethod]) -> type[CamMethod]:
-    METHODS[cls.name] = cls
-    return cls
+METHODS: Mapping[str, type[CamMethod]] = _Methods()
 
 
 def get_method(name: str) -> CamMethod:
-    """A method instance by name; an unknown name lists the known ones."""
-    key = name.lower().replace("_", "").replace("-", "") if name not in METHODS else name
-    aliases = {m.replace("-", "").replace("_", ""): m for m in METHODS}
-    if name in METHODS:
-        return METHODS[name]()
-    if key in aliases:
-        return METHODS[aliases[key]]()
-    raise unknown_name_error("method", name, METHODS,
-                             f"Known methods: {', '.join(sorted(METHODS))}.")
-
-
-from camonnx.methods import (  # noqa: E402,F401  (importing registers them)
-    ablationcam, eigencam, eigengradcam, elementwise, gradcam, gradcampp, hirescam, layercam,
-    randomcam, scorecam, smoothgradcampp, xgradcam,
-)
+    """A method instance by name (case, "-" and "_" ignored); an unknown name lists the known
+    ones."""
+    aliases = {m.replace("-", "").replace("_", ""): m for m in CATALOGUE}
+    key = name if name in CATALOGUE else aliases.get(name.lower().replace("_", "").replace("-", ""))
+    if key is None:
+        raise unknown_name_error("method", name, CATALOGUE,
+                                 f"Known methods: {', '.join(sorted(CATALOGUE))}.")
+    return METHODS[key]()

@@ -2,7 +2,7 @@
 
 import torch
 
-from camonnx.methods import CamMethod, Context, LayerData, register
+from camonnx.methods.base import CamMethod, Context, LayerData, register
 
 
 @register

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from camonnx.methods import CamMethod, Context, LayerData, register
+from camonnx.methods.base import CamMethod, Context, LayerData, register
 
 
 @register

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from camonnx.methods import CamMethod, Context, LayerData, register
+from camonnx.methods.base import CamMethod, Context, LayerData, register
 
 
 def channel_masks(activations: torch.Tensor, size: tuple[int, int],

@@ -13,11 +13,12 @@ A is the *clean* image's activation. y is the target score of the clean image's 
 default target: the class predicted for the clean image, not each copy's argmax).
 
 Computation (no loop over layers, docs/pipeline.md#passes). ``begin`` runs every noisy copy of the batch through the
-torch mirror in chunks of at most ``ctx.batch_size`` copies on a GPU, 8 on CPU (see
-``CPU_COPIES_PER_PASS``; an image's copies may span chunks), with one forward and one
-``torch.autograd.grad(score.sum(), taps)`` per chunk for all requested taps at once: the input
-requires grad only so that the taps join the autograd graph, and the backward stops at the
-shallowest requested tap. Per tap, Σ_t g, Σ_t g² and Σ_t g³ are accumulated per image in float64
+engine's gradient pass (:meth:`camonnx.passes.PassEngine.gradient_pass`) in chunks of at most
+``ctx.batch_size`` copies on a GPU, 8 on CPU (see ``CPU_COPIES_PER_PASS``; an image's copies may
+span chunks), with one mirror forward and one ``torch.autograd.grad(score.sum(), taps)`` per
+chunk for all requested taps at once: the input requires grad only so that the taps join the
+autograd graph, and the backward stops at the shallowest requested tap. The pass hands each
+chunk to a hook that accumulates it; per tap, Σ_t g, Σ_t g² and Σ_t g³ are accumulated per image in float64
 (one pass over the gradients: :func:`camonnx.kernels.add_power_sums`, a CPU/CUDA kernel pair)
 while that image's copies are in flight, and stored as float32 means D1, D2, D3 once its n copies
 are done (the stored state is 3 tensors of the batch's activation size, like the activations +
@@ -35,8 +36,8 @@ rounded once instead of twice, α in float64; ~1e-6 of each map's scale).
 
 Options (``explain(..., samples=, noise=, channels=, region=)``, validated with
 :class:`~camonnx.errors.InputError` in ``begin`` before any noisy copy runs; only a region mask on a
-layer's grid is checked once the first chunk's forward has given the taps' grids at this input size,
-before any backward):
+layer's grid is checked once the first chunk's pass has given the taps' grids at this input size,
+before any other chunk runs):
 
 ``samples`` (default 25)
     n, the number of noisy copies per image.
@@ -88,7 +89,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -97,13 +98,14 @@ from tqdm.auto import tqdm
 from camonnx.errors import InputError
 from camonnx.graph import Layer
 from camonnx.kernels import add_power_sums
-from camonnx.methods import CamMethod, Context, LayerData, register
+from camonnx.methods import CATALOGUE
+from camonnx.methods.base import CamMethod, Context, LayerData, register
 from camonnx.methods.gradcampp import plusplus_weights
 from camonnx.noise import NoiseTunnel
-from camonnx.targets import ClassLogit, ClassProbability, Target
 
-DEFAULT_SAMPLES = 25
-DEFAULT_NOISE = 0.15
+if TYPE_CHECKING:
+    from camonnx.passes import GradientChunk, PassEngine
+
 _TOP = re.compile(r"^top-?(\d+)$", re.I)
 
 
@@ -173,13 +175,14 @@ def _channel_subset(value: Any, layer: Layer, source: str) -> ChannelSubset:
     return ChannelSubset(indices=tuple(sorted({int(v) for v in value})))
 
 
-def parse_channels(channels: Any, layers: list[Layer], explainer) -> dict[str, ChannelSubset]:
-    """The channel subset of every explained layer, validated (see the module docstring)."""
+def parse_channels(channels: Any, layers: list[Layer], engine: PassEngine) -> dict[str, ChannelSubset]:
+    """The channel subset of every explained layer, validated (see the module docstring);
+    ``engine`` looks up the layers a dict names."""
     if isinstance(channels, dict):
         by_index = {layer.index: layer for layer in layers}
         chosen: dict[str, ChannelSubset] = {layer.name: ChannelSubset() for layer in layers}
         for key, value in channels.items():
-            layer = explainer.layer(key)  # an unknown name is an InputError listing close names
+            layer = engine.layer(key)  # an unknown name is an InputError listing close names
             if layer.index not in by_index:
                 raise InputError(f"channels names layer {layer.name!r}, which is not among the "
                                  "explained layers: add it to `layers` or drop it from `channels`.")
@@ -305,13 +308,6 @@ class _State:
     cells: dict[str, torch.Tensor | None]  # tap → (h, w) bool, None: the whole layer
 
 
-def _copies_target(target: Target, rows: list[int]) -> Target:
-    """The target of a chunk of copies whose images are ``rows``."""
-    if isinstance(target, (ClassLogit, ClassProbability)):
-        return type(target)(tuple(target.indices[i] for i in rows))
-    return target
-
-
 def _runs(rows: list[int]) -> list[tuple[int, int, int]]:
     """(image, start, stop) of each run of equal consecutive entries."""
     runs, start = [], 0
@@ -345,58 +341,49 @@ class SmoothGradCAMPlusPlus(CamMethod):
 
     def begin(self, ctx: Context, layers: list[Layer]) -> None:
         options = ctx.options
-        tunnel = NoiseTunnel(options.get("samples", DEFAULT_SAMPLES),
-                             options.get("noise", DEFAULT_NOISE), ctx.seed)
-        channels = parse_channels(options.get("channels"), layers, ctx.explainer)
+        defaults = CATALOGUE[self.name].defaults
+        tunnel = NoiseTunnel(options.get("samples", defaults["samples"]),
+                             options.get("noise", defaults["noise"]), ctx.seed)
+        channels = parse_channels(options.get("channels"), layers, ctx.engine)
         region = parse_region(options.get("region"), tuple(ctx.x.shape[2:]))
         ctx.smooth = self._noisy_pass(ctx, layers, tunnel, region, channels)
 
     def _noisy_pass(self, ctx: Context, layers: list[Layer], tunnel: NoiseTunnel,
                     region: Region | None, channels: dict[str, ChannelSubset]) -> _State:
-        explainer = ctx.explainer
+        engine = ctx.engine
         names = list(dict.fromkeys(layer.tensor for layer in layers))
-        logits_name = explainer.graph.logits
-        wanted = list(dict.fromkeys(names + [logits_name]))
         n_images, samples = ctx.x.shape[0], tunnel.samples
-        chunk = explainer.batch_limit or (min(ctx.batch_size, CPU_COPIES_PER_PASS)
-                                          if ctx.x.device.type == "cpu" else ctx.batch_size)
+        chunk = engine.chunk_size(min(ctx.batch_size, CPU_COPIES_PER_PASS)
+                                  if ctx.x.device.type == "cpu" else ctx.batch_size)
         means: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         cells: dict[str, torch.Tensor | None] = {}
         open_sums: dict[int, dict[str, list[torch.Tensor]]] = {}
         counts = [0] * n_images
         bar = tqdm(total=_pieces(n_images, samples, chunk), desc="smoothgradcam++ noisy copies",
                    unit="chunk", leave=False, disable=not ctx.progress)
-        for rows, xs in tunnel.chunks(ctx.x, chunk):
-            xm = explainer.to_model_layout(xs).requires_grad_(True)
-            with torch.enable_grad():
-                values = explainer.mirror(xm, wanted)
-                taps = [values[name] for name in names]
-                if not means:  # first chunk: the taps' grids are known, check the region on them
-                    grids = {name: tuple(tap.shape[2:]) for name, tap in zip(names, taps)}
-                    if region is not None:
-                        region.check_grids(grids)
-                    for name, tap in zip(names, taps):
-                        shape = (n_images, *tap.shape[1:])
-                        means[name] = tuple(torch.empty(shape, dtype=torch.float32, device=tap.device)
-                                            for _ in range(3))
-                        cells[name] = (None if region is None else
-                                       torch.from_numpy(region.cells(grids[name])).to(tap.device))
-                score = _copies_target(ctx.target, rows)(values[logits_name]).sum()
-                if score.requires_grad:
-                    grads = torch.autograd.grad(score, taps, allow_unused=True)
-                else:  # the target does not depend on the input at all
-                    grads = (None,) * len(taps)
-            runs = _runs(rows)
-            for name, tap, g in zip(names, taps, grads):
+
+        def accumulate(part: GradientChunk) -> None:
+            if not means:  # first chunk: the taps' grids are known, check the region on them
+                grids = {name: tuple(part.values[name].shape[2:]) for name in names}
+                if region is not None:
+                    region.check_grids(grids)
+                for name in names:
+                    tap = part.values[name]
+                    shape = (n_images, *tap.shape[1:])
+                    means[name] = tuple(torch.empty(shape, dtype=torch.float32, device=tap.device)
+                                        for _ in range(3))
+                    cells[name] = (None if region is None else
+                                   torch.from_numpy(region.cells(grids[name])).to(tap.device))
+            runs = _runs(part.rows)
+            for name in names:
+                tap, g = part.values[name], part.gradients[name]
                 for image, start, stop in runs:
                     sums = open_sums.setdefault(image, {}).get(name)
                     if sums is None:
                         sums = open_sums[image][name] = [
                             torch.zeros(tap[0].numel(), dtype=torch.float64, device=tap.device)
                             for _ in range(3)]
-                    if g is not None:  # None: the score does not depend on this tap, g = 0
-                        add_power_sums(g[start:stop], sums)
-            del values, taps, grads
+                    add_power_sums(g[start:stop], sums)
             for image, start, stop in runs:
                 counts[image] += stop - start
                 if counts[image] == samples:  # all copies of this image are in: store the means
@@ -404,6 +391,8 @@ class SmoothGradCAMPlusPlus(CamMethod):
                         for target, total in zip(means[name], sums):
                             target[image] = (total / samples).reshape(target.shape[1:])
             bar.update(1)
+
+        engine.gradient_pass(tunnel.chunks(ctx.x, chunk), ctx.target, names, accumulate)
         bar.close()
         return _State(channels, means, cells)
 

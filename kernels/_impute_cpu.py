@@ -1,0 +1,553 @@
+"""CPU kernels of ROAD's imputation solver (:mod:`camonnx.road_imputation`): one job, the
+solver's stencil and vector operations on float32 C-contiguous numpy arrays.
+
+Serial ``numba.njit(cache=True, nogil=True, error_model="numpy")`` kernels: the solver runs one
+mask per thread on its own pool (:func:`camonnx.road_imputation.solve`), so the kernels release
+the GIL and never open a parallel region. Why not ``parallel=True`` like ``_cpu.py``: a solve
+makes ~300 kernel calls, and on a loaded machine each OpenMP parallel region (numba's or
+torch's) was measured at ~8-12 ms of thread wake-up, more than the work; the pool pays that once
+per solve. On CPU, torch's depthwise conv2d runs ~50-100 ns per element against ~1-2 for these
+stencils.
+
+What they compute (B masks, C channels, h×w grid; docs/metrics.md#solver):
+
+* :func:`k_fine`: the fine level A u = m ⊙ (s ⊙ u − W ∗ u) (m the removed mask, s the
+  neighbour-weight sums, W the constant 3×3 weights 1/6 edge, 1/12 diagonal, zero outside the
+  image); :func:`k_stencil`: a variable Galerkin 9-point stencil S. Both in three modes:
+  0: out = A u; 1: out = b − A u; 2: out = u + ω D⁻¹ (b − A u) (a Jacobi sweep);
+* :func:`k_true_residual`: m ⊙ (W ∗ y − s ⊙ y) accumulated in float64 (the CG restart);
+* :func:`k_restrict` (Pᵀ) and :func:`k_prolong_add` (u += active ⊙ P e): bilinear transfer
+  between levels; :func:`k_gather9`: the Galerkin stencil read off the coloured probes;
+* :func:`k_scale`, :func:`k_dot`, :func:`k_error_dot`, :func:`k_update`, :func:`k_direction`:
+  the CG vector operations; :func:`k_dense`, :func:`k_ldl_inverse`: the coarsest level's exact
+  solve; :func:`k_compose`: x ⊙ (1 − m) + u; :func:`k_add_noise`: the imputation noise.
+
+Every kernel with an ``rng`` argument (B, h, 2) touches only each row's active column span
+[first, last + 1) (:func:`camonnx.road_multigrid.active_ranges`): every solver vector is zero
+off the active set, so the rest is never read or written.
+
+No CUDA twin: on a GPU the solver runs as torch tensor operations on the whole batch
+(:class:`camonnx.road_backends.TorchOps`), which is fast there; these kernels are the CPU
+backend (:class:`camonnx.road_backends.NumbaOps`). :func:`k_add_noise` also serves the GPU path,
+on a host scratch image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_NB = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
+
+
+# Inner loops are written ``for t in range(n): j = lo + t``: numba's ``range(lo, hi)`` with a
+# run-time start does not vectorise (measured 3.7 against 0.9 ns per element for the 9-point
+# stencil), the zero-based form does.
+#
+# Deliberate hand-unrolled twins (kept apart on purpose, not to be merged into one helper):
+# * k_stencil and k_fine each write the same stencil expression three times, once per mode
+#   (A u, b − A u, Jacobi sweep): the mode is branched on once per row, outside the loops, so
+#   every inner loop is one branch-free expression over contiguous rows that LLVM vectorises.
+# * _stencil_col / _fine_px repeat that expression for a row's first and last columns with the
+#   neighbours clamped (or tested) at the image border, so the interior loops read j − 1 and
+#   j + 1 without a test.
+# * k_fine is k_stencil with the fine level's constant weights (1/6 edge, 1/12 diagonal) and the
+#   mask and neighbour sums in place of 9 stored stencil planes: the most-called operator reads
+#   3 arrays instead of 9. k_true_residual is the same stencil again, accumulated in float64.
+# * _stencil_col and _fine_px end in the same three-way mode dispatch, on one pixel's value.
+# * k_error_dot fuses the max-norm test and the dot product r·z into one pass over z and r.
+# * Every ``rng`` kernel opens with the same span loop (``for bi``, ``for i``, ``j0, j1 =
+#   rng[bi, i]``): a shared iterator would need a function argument or a generator, which numba
+#   does not inline into a vectorised loop.
+
+
+@njit(**_NB)
+def _stencil_col(s0, s1, s2, s3, s4, s5, s6, s7, s8, um, u0, up, o, bb, dd, mode, omega, j, w):
+    """One border column of a k_stencil row: clamped neighbours (the stencil is zero toward
+    outside neighbours, so a clamped value is multiplied by 0)."""
+    jm = max(j - 1, 0)
+    jp = min(j + 1, w - 1)
+    acc = (s0[j] * um[jm] + s1[j] * um[j] + s2[j] * um[jp] + s3[j] * u0[jm] + s4[j] * u0[j]
+           + s5[j] * u0[jp] + s6[j] * up[jm] + s7[j] * up[j] + s8[j] * up[jp])
+    if mode == 0:
+        o[j] = acc
+    elif mode == 1:
+        o[j] = bb[j] - acc
+    else:
+        o[j] = u0[j] + omega * dd[j] * (bb[j] - acc)
+
+
+@njit(**_NB)
+def k_stencil(S, u, b, dinv, out, mode, omega, rng):
+    """A variable 9-point stencil S (B, 9, h, w) on the active spans ``rng`` (B, h, 2).
+    mode 0: out = A u; 1: out = b − A u; 2: out = u + ω D⁻¹ (b − A u). The rows above and
+    below are clamped at the image border, as are the first and last columns: S is zero
+    toward outside neighbours, so a clamped value is multiplied by 0."""
+    nb, nc, h, w = u.shape
+    om = np.float32(omega)
+    for bi in range(nb):
+        for i in range(h):
+            j0 = rng[bi, i, 0]
+            j1 = rng[bi, i, 1]
+            if j0 >= j1:
+                continue
+            im = max(i - 1, 0)
+            ip = min(i + 1, h - 1)
+            lo = max(j0, 1)
+            hi = max(min(j1, w - 1), lo)
+            n = hi - lo
+            s0 = S[bi, 0, i]
+            s1 = S[bi, 1, i]
+            s2 = S[bi, 2, i]
+            s3 = S[bi, 3, i]
+            s4 = S[bi, 4, i]
+            s5 = S[bi, 5, i]
+            s6 = S[bi, 6, i]
+            s7 = S[bi, 7, i]
+            s8 = S[bi, 8, i]
+            dd = dinv[bi, 0, i]
+            for c in range(nc):
+                um = u[bi, c, im]
+                u0 = u[bi, c, i]
+                up = u[bi, c, ip]
+                o = out[bi, c, i]
+                bb = b[bi, c, i]
+                if mode == 0:
+                    for t in range(n):
+                        j = lo + t
+                        o[j] = (s0[j] * um[j - 1] + s1[j] * um[j] + s2[j] * um[j + 1]
+                                + s3[j] * u0[j - 1] + s4[j] * u0[j] + s5[j] * u0[j + 1]
+                                + s6[j] * up[j - 1] + s7[j] * up[j] + s8[j] * up[j + 1])
+                elif mode == 1:
+                    for t in range(n):
+                        j = lo + t
+                        o[j] = bb[j] - (s0[j] * um[j - 1] + s1[j] * um[j] + s2[j] * um[j + 1]
+                                        + s3[j] * u0[j - 1] + s4[j] * u0[j] + s5[j] * u0[j + 1]
+                                        + s6[j] * up[j - 1] + s7[j] * up[j] + s8[j] * up[j + 1])
+                else:
+                    for t in range(n):
+                        j = lo + t
+                        acc = (s0[j] * um[j - 1] + s1[j] * um[j] + s2[j] * um[j + 1]
+                               + s3[j] * u0[j - 1] + s4[j] * u0[j] + s5[j] * u0[j + 1]
+                               + s6[j] * up[j - 1] + s7[j] * up[j] + s8[j] * up[j + 1])
+                        o[j] = u0[j] + om * dd[j] * (bb[j] - acc)
+                if j0 == 0:
+                    _stencil_col(s0, s1, s2, s3, s4, s5, s6, s7, s8, um, u0, up, o, bb, dd, mode, om, 0, w)
+                if j1 == w and w > 1:
+                    _stencil_col(s0, s1, s2, s3, s4, s5, s6, s7, s8, um, u0, up, o, bb, dd, mode, om,
+                                 w - 1, w)
+
+
+@njit(**_NB)
+def _fine_px(m, s, um, u0, up, out, b, dinv, mode, omega, j, w):
+    e = np.float32(1.0 / 6.0)
+    d = np.float32(1.0 / 12.0)
+    acc = s[j] * u0[j] - e * (um[j] + up[j])
+    if j > 0:
+        acc -= e * u0[j - 1] + d * (um[j - 1] + up[j - 1])
+    if j < w - 1:
+        acc -= e * u0[j + 1] + d * (um[j + 1] + up[j + 1])
+    acc *= m[j]
+    if mode == 0:
+        out[j] = acc
+    elif mode == 1:
+        out[j] = b[j] - acc
+    else:
+        out[j] = u0[j] + omega * dinv[j] * (b[j] - acc)
+
+
+@njit(**_NB)
+def k_fine(m, s, u, b, dinv, out, mode, omega, rng):
+    """The fine level's A u = m ⊙ (s ⊙ u − W ∗ u), zero outside the image, on the active
+    spans; modes as k_stencil. m, dinv (B, 1, h, w); s (h, w)."""
+    nb, nc, h, w = u.shape
+    om = np.float32(omega)
+    e = np.float32(1.0 / 6.0)
+    d = np.float32(1.0 / 12.0)
+    zero = np.zeros(w, np.float32)
+    for bi in range(nb):
+        for i in range(h):
+            j0 = rng[bi, i, 0]
+            j1 = rng[bi, i, 1]
+            if j0 >= j1:
+                continue
+            mi = m[bi, 0, i]
+            di = dinv[bi, 0, i]
+            si = s[i]
+            lo = max(j0, 1)
+            hi = max(min(j1, w - 1), lo)
+            n = hi - lo
+            for c in range(nc):
+                um = u[bi, c, i - 1] if i > 0 else zero
+                u0 = u[bi, c, i]
+                up = u[bi, c, i + 1] if i < h - 1 else zero
+                o = out[bi, c, i]
+                bb = b[bi, c, i]
+                if mode == 0:
+                    for t in range(n):
+                        j = lo + t
+                        o[j] = mi[j] * (si[j] * u0[j] - e * (um[j] + up[j] + u0[j - 1] + u0[j + 1])
+                                        - d * (um[j - 1] + um[j + 1] + up[j - 1] + up[j + 1]))
+                elif mode == 1:
+                    for t in range(n):
+                        j = lo + t
+                        o[j] = bb[j] - mi[j] * (si[j] * u0[j] - e * (um[j] + up[j] + u0[j - 1] + u0[j + 1])
+                                                - d * (um[j - 1] + um[j + 1] + up[j - 1] + up[j + 1]))
+                else:
+                    for t in range(n):
+                        j = lo + t
+                        acc = mi[j] * (si[j] * u0[j] - e * (um[j] + up[j] + u0[j - 1] + u0[j + 1])
+                                       - d * (um[j - 1] + um[j + 1] + up[j - 1] + up[j + 1]))
+                        o[j] = u0[j] + om * di[j] * (bb[j] - acc)
+    _fine_borders(m, s, u, b, dinv, out, mode, om, rng)
+
+
+@njit(**_NB, inline="never")
+def _fine_borders(m, s, u, b, dinv, out, mode, om, rng):
+    """k_fine's first and last columns (a function of its own, as _stencil_col is for
+    k_stencil: the interior loops stay free of border tests)."""
+    nb, nc, h, w = u.shape
+    zero = np.zeros(w, np.float32)
+    for bi in range(nb):
+        for i in range(h):
+            j0 = rng[bi, i, 0]
+            j1 = rng[bi, i, 1]
+            if j0 >= j1 or (j0 > 0 and j1 < w):
+                continue
+            mi = m[bi, 0, i]
+            di = dinv[bi, 0, i]
+            si = s[i]
+            for c in range(nc):
+                um = u[bi, c, i - 1] if i > 0 else zero
+                up = u[bi, c, i + 1] if i < h - 1 else zero
+                if j0 == 0:
+                    _fine_px(mi, si, um, u[bi, c, i], up, out[bi, c, i], b[bi, c, i], di, mode, om, 0, w)
+                if j1 == w and w > 1:
+                    _fine_px(mi, si, um, u[bi, c, i], up, out[bi, c, i], b[bi, c, i], di, mode, om,
+                             w - 1, w)
+
+
+@njit(**_NB)
+def k_true_residual(m, s, y, out, rng):
+    """out = m ⊙ (W ∗ y − s ⊙ y) on the active spans, accumulated in float64 (y: the full
+    imputed image; zero outside the image)."""
+    nb, nc, h, w = y.shape
+    zero = np.zeros(w, np.float32)
+    e = 1.0 / 6.0
+    d = 1.0 / 12.0
+    for bi in range(nb):
+        for i in range(h):
+            j0 = rng[bi, i, 0]
+            j1 = rng[bi, i, 1]
+            if j0 >= j1:
+                continue
+            mi = m[bi, 0, i]
+            si = s[i]
+            for c in range(nc):
+                um = y[bi, c, i - 1] if i > 0 else zero
+                u0 = y[bi, c, i]
+                up = y[bi, c, i + 1] if i < h - 1 else zero
+                o = out[bi, c, i]
+                for j in range(j0, j1):
+                    acc = e * (np.float64(um[j]) + np.float64(up[j])) - np.float64(si[j]) * np.float64(u0[j])
+                    if j > 0:
+                        acc += e * np.float64(u0[j - 1]) + d * (np.float64(um[j - 1]) + np.float64(up[j - 1]))
+                    if j < w - 1:
+                        acc += e * np.float64(u0[j + 1]) + d * (np.float64(um[j + 1]) + np.float64(up[j + 1]))
+                    o[j] = np.float32(mi[j] * acc)
+
+
+@njit(**_NB)
+def k_restrict(r, out, rng):
+    """out = Pᵀ r on the coarse active spans: out[q] = Σ_{|a|,|b| ≤ 1} w_a w_b r[2q + (a, b)],
+    w_0 = 1, w_±1 = 1/2, except that on an even-sized axis the last fine row (column) counts
+    fully toward the last coarse one (the transpose of k_prolong_add). Separable: the three
+    fine rows are first combined into ``v`` (vectorised), then v is pooled along the row."""
+    nb, nc, h, w = r.shape
+    hc, wc = out.shape[2], out.shape[3]
+    half = np.float32(0.5)
+    v = np.zeros(w + 2, np.float32)  # v[j + 1] = combined fine column j; v[0] = v[w + 1] = 0
+    last_w = np.float32(1.0) if w % 2 == 0 else half
+    for bi in range(nb):
+        for qi in range(hc):
+            j0 = rng[bi, qi, 0]
+            j1 = rng[bi, qi, 1]
+            if j0 >= j1:
+                continue
+            f0 = max(2 * j0 - 1, 0)
+            f1 = min(2 * j1, w)  # fine columns [f0, f1) are needed
+            i = 2 * qi
+            wlow = half if i - 1 >= 0 else np.float32(0.0)
+            ihigh = i + 1
+            whigh = np.float32(0.0)
+            if ihigh < h:
+                whigh = np.float32(1.0) if (ihigh == h - 1 and h % 2 == 0) else half
+            for c in range(nc):
+                mid = r[bi, c, i]
+                low = r[bi, c, max(i - 1, 0)]
+                high = r[bi, c, min(ihigh, h - 1)]
+                for t in range(f1 - f0):
+                    j = f0 + t
+                    v[j + 1] = mid[j] + wlow * low[j] + whigh * high[j]
+                dst = out[bi, c, qi]
+                for t in range(j1 - j0):
+                    qj = j0 + t
+                    dst[qj] = v[2 * qj + 1] + half * v[2 * qj] + half * v[2 * qj + 2]
+                if j1 == wc and w % 2 == 0:  # the last fine column counts fully
+                    dst[wc - 1] += (last_w - half) * v[w]
+
+
+@njit(**_NB)
+def k_prolong_add(e, active, u, rng):
+    """u += active ⊙ P e on the fine active spans (bilinear; the last row/column of an
+    even-sized axis copies the last coarse one). Separable: the two coarse rows are first
+    blended into ``v`` (vectorised), then interpolated along the row."""
+    nb, nc, h, w = u.shape
+    hc, wc = e.shape[2], e.shape[3]
+    half = np.float32(0.5)
+    v = np.zeros(wc + 1, np.float32)
+    for bi in range(nb):
+        for i in range(h):
+            j0 = rng[bi, i, 0]
+            j1 = rng[bi, i, 1]
+            if j0 >= j1:
+                continue
+            i0 = i // 2
+            if i % 2 == 0:
+                i1, wi0, wi1 = i0, np.float32(1.0), np.float32(0.0)
+            elif i0 + 1 < hc:
+                i1, wi0, wi1 = i0 + 1, half, half
+            else:
+                i1, wi0, wi1 = i0, np.float32(1.0), np.float32(0.0)
+            c0 = j0 // 2
+            c1 = min((j1 - 1) // 2 + 2, wc)  # coarse columns [c0, c1) are needed
+            act = active[bi, 0, i]
+            for c in range(nc):
+                e0 = e[bi, c, i0]
+                e1 = e[bi, c, i1]
+                for t in range(c1 - c0):
+                    jc = c0 + t
+                    v[jc] = wi0 * e0[jc] + wi1 * e1[jc]
+                v[wc] = v[wc - 1]  # past the last coarse column: copy (even-sized axis)
+                row = u[bi, c, i]
+                # fine columns in (even, odd) pairs 2jc, 2jc + 1; a lone odd first and a lone
+                # even last column apart (a branch-free loop: 1.0 against 1.4 ns per element)
+                p0 = (j0 + 1) // 2
+                p1 = j1 // 2
+                if j0 % 2 == 1:
+                    jc = j0 // 2
+                    row[j0] += act[j0] * half * (v[jc] + v[jc + 1])
+                for t in range(p1 - p0):
+                    jc = p0 + t
+                    row[2 * jc] += act[2 * jc] * v[jc]
+                    row[2 * jc + 1] += act[2 * jc + 1] * half * (v[jc] + v[jc + 1])
+                if j1 % 2 == 1 and (j1 - 1) // 2 >= p1:
+                    row[j1 - 1] += act[j1 - 1] * v[(j1 - 1) // 2]
+
+
+@njit(**_NB)
+def k_scale(dinv, b, omega, out, rng):
+    """out = ω D⁻¹ b on the active spans."""
+    nb, nc, h, w = b.shape
+    om = np.float32(omega)
+    for bi in range(nb):
+        for i in range(h):
+            j0 = rng[bi, i, 0]
+            j1 = rng[bi, i, 1]
+            d = dinv[bi, 0, i, j0:j1]
+            for c in range(nc):
+                src = b[bi, c, i, j0:j1]
+                dst = out[bi, c, i, j0:j1]
+                for t in range(j1 - j0):
+                    dst[t] = om * d[t] * src[t]
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True, error_model="numpy")
+def k_dot(a, b, out, rng):
+    """out[b, c] = Σ a·b over the active spans (float64 accumulation)."""
+    nb, nc, h, w = a.shape
+    for bi in range(nb):
+        for c in range(nc):
+            acc = 0.0
+            for i in range(h):
+                j0 = rng[bi, i, 0]
+                j1 = rng[bi, i, 1]
+                x = a[bi, c, i, j0:j1]
+                y = b[bi, c, i, j0:j1]
+                part = 0.0
+                for t in range(j1 - j0):
+                    part += np.float64(x[t]) * np.float64(y[t])
+                acc += part
+            out[bi, c] = acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True, error_model="numpy")
+def k_error_dot(z, r, dinv, err, dot, rng):
+    """err[b, c] = max over the active spans of max(|z|, |dinv ⊙ r|) and dot[b, c] = Σ r·z
+    (float64 accumulation), in one pass over z and r."""
+    nb, nc, h, w = z.shape
+    for bi in range(nb):
+        for c in range(nc):
+            mx = np.float32(0.0)
+            acc = 0.0
+            for i in range(h):
+                j0 = rng[bi, i, 0]
+                j1 = rng[bi, i, 1]
+                zv = z[bi, c, i, j0:j1]
+                rv = r[bi, c, i, j0:j1]
+                d = dinv[bi, 0, i, j0:j1]
+                part = np.float32(0.0)
+                sub = 0.0
+                for t in range(j1 - j0):
+                    part = max(part, max(abs(zv[t]), abs(d[t] * rv[t])))
+                    sub += np.float64(zv[t]) * np.float64(rv[t])
+                mx = max(mx, part)
+                acc += sub
+            err[bi, c] = mx
+            dot[bi, c] = acc
+
+
+@njit(**_NB)
+def k_update(x, r, p, q, alpha, rng):
+    """x += α p; r −= α q on the active spans (α per (B, C))."""
+    nb, nc, h, w = x.shape
+    for bi in range(nb):
+        for c in range(nc):
+            al = np.float32(alpha[bi, c])
+            if al == 0:
+                continue
+            for i in range(h):
+                j0 = rng[bi, i, 0]
+                j1 = rng[bi, i, 1]
+                xv = x[bi, c, i, j0:j1]
+                rv = r[bi, c, i, j0:j1]
+                pv = p[bi, c, i, j0:j1]
+                qv = q[bi, c, i, j0:j1]
+                for t in range(j1 - j0):
+                    xv[t] += al * pv[t]
+                    rv[t] -= al * qv[t]
+
+
+@njit(**_NB)
+def k_direction(p, z, beta, rng):
+    """p = z + β p on the active spans."""
+    nb, nc, h, w = p.shape
+    for bi in range(nb):
+        for c in range(nc):
+            be = np.float32(beta[bi, c])
+            for i in range(h):
+                j0 = rng[bi, i, 0]
+                j1 = rng[bi, i, 1]
+                pv = p[bi, c, i, j0:j1]
+                zv = z[bi, c, i, j0:j1]
+                for t in range(j1 - j0):
+                    pv[t] = zv[t] + be * pv[t]
+
+
+@njit(**_NB)
+def k_dense(inverse, rhs, out):
+    """out[b, c] = inverse[b] @ rhs[b, c] (flattened planes; the inverse is symmetric)."""
+    nb, nc, h, w = rhs.shape
+    n = h * w
+    for bi in range(nb):
+        inv = inverse[bi]
+        for c in range(nc):
+            x = rhs[bi, c].reshape(-1)
+            y = out[bi, c].reshape(-1)
+            for i in range(n):
+                acc = np.float32(0.0)
+                for j in range(n):
+                    acc += inv[i, j] * x[j]
+                y[i] = acc
+
+
+@njit(**_NB)
+def k_compose(x, m, u, out):
+    """out = x ⊙ (1 − m) + u."""
+    nb, nc, h, w = x.shape
+    for bi in range(nb):
+        mv = m[bi, 0].reshape(-1)
+        for c in range(nc):
+            xv = x[bi, c].reshape(-1)
+            uv = u[bi, c].reshape(-1)
+            ov = out[bi, c].reshape(-1)
+            for j in range(h * w):
+                ov[j] = xv[j] * (np.float32(1.0) - mv[j]) + uv[j]
+
+
+@njit(**_NB)
+def k_ldl_inverse(A, out, rtol):
+    """out[b] = a symmetric generalised inverse of the symmetric positive semi-definite A[b]:
+    LDLᵀ without pivoting, dropping pivots ≤ rtol · max(diag) (for a PSD matrix a zero pivot
+    comes with a zero column, so dropping is exact), then L⁻ᵀ D⁺ L⁻¹.
+
+    Why not ``inv``: where two coarse points share their only active fine point, bilinear P
+    loses rank and the Galerkin A_c is singular -- but consistent (its right-hand sides Pᵀr
+    lie in range(Pᵀ) = range(A_c)), so any solution is a valid correction. Why not LAPACK
+    (``pinv``/``eigh``): called from the solver's thread pool, the BLAS threads of two
+    workers fought each other (5-10× slower); this serial loop costs n³ flops, n ≤ 64."""
+    nb, n, _ = A.shape
+    for bi in range(nb):
+        L = np.eye(n)
+        d = np.zeros(n)
+        scale = 0.0
+        for i in range(n):
+            scale = max(scale, A[bi, i, i])
+        cut = rtol * scale
+        for j in range(n):
+            dj = A[bi, j, j]
+            for k in range(j):
+                dj -= L[j, k] * L[j, k] * d[k]
+            if dj <= cut:
+                d[j] = 0.0
+                for i in range(j + 1, n):
+                    L[i, j] = 0.0
+                continue
+            d[j] = dj
+            for i in range(j + 1, n):
+                acc = A[bi, i, j]
+                for k in range(j):
+                    acc -= L[i, k] * L[j, k] * d[k]
+                L[i, j] = acc / dj
+        # M = L⁻¹ (unit lower triangular)
+        M = np.eye(n)
+        for i in range(n):
+            for j in range(i):
+                acc = 0.0
+                for k in range(j, i):
+                    acc -= L[i, k] * M[k, j]
+                M[i, j] = acc
+        # out = Mᵀ D⁺ M
+        for i in range(n):
+            for j in range(i + 1):
+                acc = 0.0
+                for k in range(max(i, j), n):
+                    if d[k] > 0:
+                        acc += M[k, i] * M[k, j] / d[k]
+                out[bi, i, j] = acc
+                out[bi, j, i] = acc
+
+
+@njit(**_NB)
+def k_gather9(y, index, out):
+    """out[b, k, q] = y[b, index[k, q], q] (reading the Galerkin stencil off the probes)."""
+    nb, nk, h, w = y.shape
+    for bi in range(nb):
+        for k in range(nk):
+            for i in range(h):
+                for j in range(w):
+                    out[bi, k, i, j] = y[bi, index[k, i, j], i, j]
+
+
+@njit(**_NB)
+def k_add_noise(img, mask, draws, std):
+    """img[c, p] += std · draws[c · count + rank of p] at the removed pixels p (row-major)."""
+    nc, h, w = img.shape
+    count = draws.shape[0] // nc
+    for c in range(nc):
+        t = c * count
+        for i in range(h):
+            for j in range(w):
+                if mask[i, j]:
+                    img[c, i, j] += std * draws[t]
+                    t += 1

@@ -74,7 +74,7 @@ def main() -> None:
         table(["command", f"before ({args.before}) s", "now s", "speed-up"], rows),
         "",
         "Target: ≤ 0.3 s. `tests/test_public_api.py` checks that no help imports torch, Numba, "
-        "ONNX, ONNX Runtime, matplotlib, PIL or SciPy.",
+        "ONNX, ONNX Runtime, numpy, matplotlib, PIL or SciPy.",
     ])
     print(body)
     write_section("cli-help", body)

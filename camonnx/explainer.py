@@ -23,7 +23,7 @@ from camonnx.graph import Layer, ModelGraph, load_graph
 from camonnx.images import prepare_images
 from camonnx.recipe import Preprocess
 from camonnx.mirror import Mirror
-from camonnx.passes import Gradients, PassEngine, torch_device
+from camonnx.passes import Gradients, PassEngine, concat, torch_device
 from camonnx.presets import choose_recipe, warn_assumed_recipe
 from camonnx.parity import (ParityReport, check_finite_weights, check_parity,
                              first_non_finite, not_finite_error, probe_tensors)
@@ -285,16 +285,16 @@ class Explainer:
             logits_parts.append(logits.detach())
             chunk_classes = target.classes(logits)
             classes = None if classes is None or chunk_classes is None else classes + chunk_classes
-        raw = [torch.cat(parts) for parts in raws]
+        raw = [concat(parts) for parts in raws]
         if extrapolate:
             # each map already spans [0, 1] exactly (or is all zeros): any normalisation is a no-op
-            maps = torch.cat(extrapolated, dim=1) if len(extrapolated) > 1 else extrapolated[0]
+            maps = concat(extrapolated, dim=1)
         else:
             maps = upsample_layers(raw, tuple(x.shape[2:]), normalize)
         return Explanation(
             maps=maps.cpu().numpy(), raw=[r.cpu().numpy() for r in raw],
             layers=[layer.name for layer in chosen], targets=classes,
-            logits=torch.cat(logits_parts).cpu().numpy(), method=cam.name,
+            logits=concat(logits_parts).cpu().numpy(), method=cam.name,
             normalize=EXTRAPOLATED if extrapolate else normalize,
             model=str(self.model_path), images=crops, labels=self.labels,
             options={"seed": seed, **options},

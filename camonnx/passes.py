@@ -156,7 +156,7 @@ class PassEngine:
             else:
                 with torch.no_grad():
                     parts.append(self.mirror(xm, outputs))
-        return {name: torch.cat([p[name] for p in parts]) for name in outputs}
+        return {name: concat([p[name] for p in parts]) for name in outputs}
 
     def gradient_pass(self, batches: Iterable[tuple[Rows, torch.Tensor]], targets: TargetLike,
                       taps: Sequence[str], on_chunk: Callable[[GradientChunk], None],
@@ -249,9 +249,9 @@ class PassEngine:
         parts: list[GradientChunk] = []
         self.gradient_pass(((chunk, x[chunk]) for chunk in self.chunks(x.shape[0], batch_size)),
                            per_image(targets, x.shape[0]), names, parts.append, extra)
-        activations = {n: torch.cat([p.values[n] for p in parts]) for n in names + extra}
-        gradients = {n: torch.cat([p.gradients[n] for p in parts]) for n in names}
-        logits = torch.cat([p.logits for p in parts])
+        activations = {n: concat([p.values[n] for p in parts]) for n in names + extra}
+        gradients = {n: concat([p.gradients[n] for p in parts]) for n in names}
+        logits = concat([p.logits for p in parts])
         target = joined([p.target for p in parts])
         return Gradients(logits, activations, gradients, target.classes(logits), target)
 
@@ -294,6 +294,12 @@ class TapPass:
         with torch.no_grad():
             x = self.x_model[i:i + 1].expand(copies, *self.x_model.shape[1:])
             return self.engine.mirror(x, [logits_name], overrides)[logits_name]
+
+
+def concat(parts: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """``torch.cat(parts, dim)``, without the copy when there is one part: a copy starts torch's
+    thread pool, which costs milliseconds right after an ONNX Runtime run on a busy CPU."""
+    return parts[0] if len(parts) == 1 else torch.cat(list(parts), dim)
 
 
 def torch_device(device: str) -> torch.device:

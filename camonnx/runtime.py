@@ -43,6 +43,10 @@ class OrtRuntime:
         providers = providers_for(device)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # ORT's threads spin-wait after a run by default, holding the cores that torch's threads
+        # need for the mirror pass that follows (measured on 2 cores: Grad-CAM of the default
+        # model's deepest layer 27 → 19 ms, all layers 122 → 103 ms; the ORT forward unchanged).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         try:

@@ -376,7 +376,7 @@ def write_frames(frames: Frames, out: str | os.PathLike) -> Path:
     if kind != "png":
         write = _write_mp4 if kind == "mp4" else _write_gif
         return write_file(target, lambda temporary: write(frames, temporary))
-    with staging_folder(target.parent if str(target.parent) else ".") as staging:
+    with staging_folder(target.parent) as staging:
         folder = staging / "frames"
         folder.mkdir()
         _write_pngs(frames, folder)

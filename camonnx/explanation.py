@@ -80,10 +80,10 @@ class Explanation:
         import imageio.v3 as iio
 
         from camonnx.render import overlay
-        from camonnx.writer import make_folder, publish, staging_folder
+        from camonnx.writer import publish, staging_folder
 
-        target = make_folder(directory)
-        with staging_folder(target) as staging:
+        target = Path(directory)
+        with staging_folder(target) as staging:  # creates ``target`` if need be
             arrays = {"maps": self.maps, "logits": self.logits,
                       "targets": np.asarray(self.targets if self.targets is not None else [], np.int64)}
             arrays.update({f"raw_{i:03d}": r for i, r in enumerate(self.raw)})

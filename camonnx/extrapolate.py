@@ -127,19 +127,20 @@ def save_comparisons(explanation, directory, layer: int = -1) -> list:
     """Write ``compare_imageNN_<layer>.png`` per image: the plain map of ``layer`` (bilinear,
     min-max) beside its extrapolated map, both over the image. Needs an extrapolated explanation
     (its ``raw`` maps give the plain ones without another pass). Returns the paths."""
+    from pathlib import Path
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from camonnx.explanation import _slug
     from camonnx.render import overlay
-    from camonnx.writer import make_folder, write_file
+    from camonnx.writer import write_file
 
     if explanation.extrapolation is None:
         raise ValueError("save_comparisons needs an explanation made with extrapolate=True")
     name = explanation.layers[layer]
     raw = torch.as_tensor(explanation.raw[layer])
     plain = upsample_layers([raw], explanation.maps.shape[2:], "local")[0].numpy()
-    folder = make_folder(directory)
     paths = []
     for i, image in enumerate(explanation.images):
         fig = Figure(figsize=(8, 4.4), dpi=100)
@@ -152,7 +153,7 @@ def save_comparisons(explanation, directory, layer: int = -1) -> list:
             ax.axis("off")
         fig.suptitle(f"{explanation.method} · {name} · {explanation.label(i)}", fontsize=10)
         fig.tight_layout()
-        target = folder / f"compare_image{i:02d}_{_slug(name)}.png"
+        target = Path(directory) / f"compare_image{i:02d}_{_slug(name)}.png"
         write_file(target, lambda temporary: fig.savefig(temporary, format="png", dpi=100))
         paths.append(target)
     return paths

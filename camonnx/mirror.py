@@ -143,18 +143,7 @@ class Mirror(torch.nn.Module):
         part of the network after ``tensor`` (Ablation-CAM re-runs the rest of the network from a
         modified tap, docs/methods.md#ablationcam).
         """
-        output = output or self.logits_name
-        plan = self._plan([output], frozenset({tensor}))
-        tainted, downstream = {tensor}, []
-        for index in plan:
-            node = self._program[index][0]
-            if any(name in tainted for name in node.inputs):
-                downstream.append(node)
-                tainted.update(o for o in node.outputs if o)
-        reads = {name for node in downstream for name in node.inputs if name}
-        outside = reads - tainted - set(self._buffer_names)
-        order = {name: i for i, (node, _) in enumerate(self._program) for name in node.outputs}
-        return sorted(outside, key=lambda name: order.get(name, -1))
+        return list(self.cut([tensor], [output or self.logits_name]).frontier)
 
     def cut(self, sources: Sequence[str], wanted: Sequence[str],
             given: Iterable[str] = ()) -> Cut:
@@ -165,16 +154,17 @@ class Mirror(torch.nn.Module):
         full = self._plan(list(dict.fromkeys([*sources, *wanted])), frozenset())
         tainted: set[str] = set()
         leaves: list[str] = []
+        reads: set[str] = set()  # what the nodes after the leaves read
         for index in full:
             node = self._program[index][0]
             downstream = any(name in tainted for name in node.inputs)
+            if downstream:
+                reads.update(name for name in node.inputs if name)
             for name in node.outputs:
                 if name and (downstream or name in requested):
                     tainted.add(name)
                     if not downstream:
                         leaves.append(name)
-        reads = {name for index in full for name in self._program[index][0].inputs
-                 if name and any(i in tainted for i in self._program[index][0].inputs)}
         order = {name: i for i, (node, _) in enumerate(self._program) for name in node.outputs}
         frontier = sorted(reads - tainted - set(self._buffer_names) - {self.input_name},
                           key=lambda name: order.get(name, -1))

@@ -127,7 +127,7 @@ def _pair(name: str, value) -> tuple[int, int]:
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, float)) \
             or not float(value).is_integer() or value <= 0:
         raise InputError(f"Preprocess {name} must be a positive integer, got {value!r}.")
     return int(value)

@@ -21,10 +21,6 @@ from camonnx.errors import InputError
 FIX = "Choose a writable output location."
 
 
-def _parent(target: Path) -> Path:
-    return target.parent if str(target.parent) else Path(".")
-
-
 def check_writable(target: str | os.PathLike, folder: bool = False) -> Path:
     """Raise :class:`InputError` unless ``target`` can be created or replaced.
 
@@ -36,7 +32,7 @@ def check_writable(target: str | os.PathLike, folder: bool = False) -> Path:
         raise InputError(f"Cannot write into {target}: it is a file, not a folder. {FIX}")
     if not folder and target.is_dir():
         raise InputError(f"Cannot write {target}: a folder of that name exists. {FIX}")
-    ancestor = target if folder else _parent(target)
+    ancestor = target if folder else target.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
@@ -71,10 +67,10 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], object]) -> Path
     such as ffmpeg or matplotlib, see the right one) and gets the usual permissions (0666 less the
     umask). On any error nothing is left at or beside ``path``."""
     target = Path(path)
-    make_folder(_parent(target))
+    make_folder(target.parent)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
-                                    dir=_parent(target))
+                                    dir=target.parent)
     except OSError as exc:
         raise InputError(f"Cannot write {target}: {exc.strerror or exc}. {FIX}") from None
     os.close(fd)
@@ -127,12 +123,12 @@ def replace_folder(staging: Path, target: Path) -> None:
     if not target.exists():
         os.replace(staging, target)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=_parent(target)))
-    os.rmdir(aside)
-    os.replace(target, aside)
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, aside / target.name)
     try:
         os.replace(staging, target)
     except BaseException:
-        os.replace(aside, target)
+        os.replace(aside / target.name, target)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)

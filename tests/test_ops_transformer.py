@@ -23,8 +23,9 @@ from camonnx.graph import load_graph
 from camonnx.mirror import Mirror
 from camonnx.ops import OPS
 from camonnx.ops.einsum import parse_equation
-from test_ops import (B, C, F, F16, F64, I32, I64, IR, Case, arr, assert_same, build, f32, i64,
-                      image, nd, run_both)
+from test_ops import (B, C, F, F16, F64, I32, I64, IR, Case, arr, assert_matches_onnx_reference,
+                      assert_matches_onnxruntime, assert_same, build, f32, i64, image, nd,
+                      run_both)
 
 # test_ops.IR stops at opset 22; Attention needs 23+ and float Mod with fmod=0 28.
 for _opset in range(23, 29):
@@ -327,24 +328,12 @@ assert len(CASE_IDS) == len(set(CASE_IDS)), "duplicate case ids"
 
 @pytest.mark.parametrize("spec", CASES, ids=CASE_IDS)
 def test_op_matches_onnxruntime(spec: Case):
-    model = build(spec.nodes, spec.outputs, spec.opset, spec.inits, spec.hw)
-    ours, theirs = run_both(model, spec.hw)
-    assert_same(ours, theirs)
+    assert_matches_onnxruntime(spec)
 
 
 @pytest.mark.parametrize("spec", REFERENCE_CASES, ids=[c.id for c in REFERENCE_CASES])
 def test_op_matches_onnx_reference(spec: Case):
-    from onnx.reference import ReferenceEvaluator
-
-    model = build(spec.nodes, spec.outputs, spec.opset, spec.inits, spec.hw, shapes_from_ort=False)
-    onnx.checker.check_model(model)
-    mirror = Mirror(load_graph(model))
-    x = image((2, 3) + tuple(spec.hw))
-    names = list(spec.outputs)
-    want = dict(zip(names, ReferenceEvaluator(model).run(names, {"x": x})))
-    with torch.no_grad():
-        got = {n: v.numpy() for n, v in mirror(torch.from_numpy(x), names).items()}
-    assert_same(got, want)
+    assert_matches_onnx_reference(spec)
 
 
 NEW_OPS = {"Attention", "Einsum", "GatherND", "Mod", "ScatterND", "Trilu"}

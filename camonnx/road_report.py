@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from camonnx.errors import InputError
+from camonnx.metrics.curve import LayerCurve
 from camonnx.road_masks import FRACTIONS
 from camonnx.writer import write_file, write_text
 
@@ -55,7 +56,7 @@ class RoadScore:
 
 
 @dataclass
-class YbRoadResult:
+class YbRoadResult(LayerCurve):
     """ybROAD of one method: ROAD of every explained layer's map.
 
     ``scores`` (T, L, N): ROAD per trial, layer and image; ``morf``/``lerf`` (T, L, N, Q): the
@@ -86,14 +87,6 @@ class YbRoadResult:
             self.layer_indices = list(range(len(self.layers)))
 
     @property
-    def curve(self) -> np.ndarray:
-        return self.scores.mean(axis=(0, 2))
-
-    @property
-    def curve_std(self) -> np.ndarray:
-        return self.scores.std(axis=(0, 2))
-
-    @property
     def morf_curve(self) -> np.ndarray:
         """(L, Q) mean Δ_MoRF(q) per layer."""
         return self.morf.mean(axis=(0, 2))
@@ -102,27 +95,24 @@ class YbRoadResult:
     def lerf_curve(self) -> np.ndarray:
         return self.lerf.mean(axis=(0, 2))
 
+    # ROAD's names for the best layer of the curve (higher is better)
     @property
     def argmax(self) -> int:
         """Position of the maximum in ``layers`` (see ``max_index`` for the model's index)."""
-        return int(np.argmax(self.curve))
+        return self.best
 
     @property
     def max_index(self) -> int:
         """The model's layer index (as in ``camonnx layers``) of the maximum."""
-        return int(self.layer_indices[self.argmax])
+        return self.best_index
 
     @property
     def max(self) -> float:
-        return float(self.curve[self.argmax])
+        return self.best_value
 
     @property
     def max_layer(self) -> str:
-        return self.layers[self.argmax]
-
-    @property
-    def mean(self) -> float:
-        return float(self.curve.mean())
+        return self.best_layer
 
     def summary(self) -> str:
         n_images = self.scores.shape[2]

@@ -9,6 +9,11 @@ The public API:
   writes, so one explanation can be animated several ways).
 - ``ybroad(explainer, images)`` and ``road_score(explainer, images, maps)``: ROAD faithfulness;
   they take the explainer and the images because they run the model on imputed images.
+- ``evaluate(explainer, images, metrics, methods, layers)``: any faithfulness metrics
+  (``camonnx.metrics.CATALOGUE``) of each method's map at every selected layer.
+- ``sanity(explainer, images, methods)``: the model-parameter randomisation and random-logit
+  tests (docs/sanity.md).
+- ``report(run_dir)``: one self-contained HTML page of a run folder (docs/report.md).
 - ``default_image()``: the path of the bundled cat photo.
 
 Imports are lazy so that ``import camonnx`` (and the command line's ``--help``) stays cheap.
@@ -22,6 +27,9 @@ _LAZY = {
     "animate": ("camonnx.animation", "animate"),
     "ybroad": ("camonnx.road", "ybroad"),
     "road_score": ("camonnx.road", "road_score"),
+    "evaluate": ("camonnx.metrics.evaluate", "evaluate"),
+    "sanity": ("camonnx.sanity_checks", "sanity"),
+    "report": ("camonnx.report_page", "write_report"),
     "default_image": ("camonnx.models", "default_image"),
 }
 

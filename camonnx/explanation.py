@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 
-
 #: ``Explanation.normalize`` of extrapolated maps: Gradual Extrapolation's last step scales each
 #: map to [0, 1] itself (min 0 and max 1 exactly, or all zeros), and the requested
 #: normalisation is not applied.
 EXTRAPOLATED = "extrapolated"
+#: The file of :meth:`Explanation.save` holding the RGB crops (array ``images``, (N, H, W, 3) uint8).
+IMAGES_FILE = "images.npz"
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,10 @@ class Explanation:
         return f"class {cls}"
 
     def save(self, directory: str | os.PathLike, overlays: bool = True) -> Path:
-        """Write ``maps.npz`` (maps, raw maps, logits, targets), ``manifest.json`` and, with
-        ``overlays``, one PNG per image and layer (JET blended with the image). The files are
+        """Write ``maps.npz`` (maps, raw maps, logits, targets), ``images.npz`` (``images``: the
+        (N, H, W, 3) uint8 RGB crops the model saw, when the explanation has them),
+        ``manifest.json`` and, with ``overlays``, one PNG per image and layer (JET blended with
+        the image). The files are
         written to a hidden staging folder inside ``directory`` and moved into place only once
         all are complete (:mod:`camonnx.writer`)."""
         import imageio.v3 as iio
@@ -89,6 +92,10 @@ class Explanation:
             arrays.update({f"raw_{i:03d}": r for i, r in enumerate(self.raw)})
             np.savez_compressed(staging / "maps.npz", **arrays)
             written = ["maps.npz", "manifest.json"]
+            if self.images:  # the RGB crops the model saw: the report draws its frames on them
+                np.savez_compressed(staging / IMAGES_FILE, images=np.stack(
+                    [np.asarray(image, np.uint8) for image in self.images]))
+                written.insert(0, IMAGES_FILE)
             if overlays and self.images:
                 for n, image in enumerate(self.images):
                     for l, name in enumerate(self.layers):

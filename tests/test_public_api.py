@@ -10,7 +10,8 @@ import pytest
 
 import camonnx
 
-HEAVY = ("torch", "numba", "onnx", "onnxruntime", "numpy", "matplotlib", "PIL", "scipy", "ray")
+HEAVY = ("torch", "numba", "onnx", "onnxruntime", "numpy", "matplotlib", "PIL", "scipy", "ray",
+         "pyarrow", "pandas", "skimage")
 
 
 def test_every_public_name_resolves_and_is_listed():
@@ -20,6 +21,15 @@ def test_every_public_name_resolves_and_is_listed():
     assert camonnx.Explainer.__name__ == "Explainer"
     assert callable(camonnx.animate) and callable(camonnx.ybroad) and callable(camonnx.road_score)
     assert camonnx.default_image().is_file()
+    # an entry is a function even after the module defining it is imported (no module of the
+    # same name shadows it)
+    import importlib
+
+    sanity_checks = importlib.import_module("camonnx.sanity_checks")
+    report_page = importlib.import_module("camonnx.report_page")
+    assert camonnx.sanity is sanity_checks.sanity
+    assert camonnx.report is report_page.write_report
+    assert callable(camonnx.evaluate)
     with pytest.raises(AttributeError, match="no attribute 'explainr'"):
         camonnx.explainr  # noqa: B018
 
@@ -36,7 +46,8 @@ def test_import_camonnx_is_light():
 
 
 @pytest.mark.parametrize("argv", [[], ["explain"], ["animate"], ["ybroad"], ["layers"],
-                                  ["recipe"], ["export"]])
+                                  ["recipe"], ["export"], ["metrics"], ["sanity"], ["audit"],
+                                  ["report"]])
 def test_help_imports_nothing_heavy(argv):
     """``camonnx [COMMAND] --help`` builds every option (method names, presets, defaults)
     without torch, numba or ONNX: those load when a command runs."""

@@ -60,7 +60,8 @@ class TorchOps:
         return torch.empty(shape, dtype=torch.float32, device=self.device)
 
     def asarray(self, a: np.ndarray):
-        return torch.as_tensor(np.ascontiguousarray(a), device=self.device)
+        a = np.ascontiguousarray(a)
+        return torch.as_tensor(a if a.flags.writeable else a.copy(), device=self.device)
 
     def copy(self, a):
         return a.clone()

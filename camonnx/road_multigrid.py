@@ -139,19 +139,35 @@ def _colour_tables(hc: int, wc: int):
     return _COLOURS[key]
 
 
+@functools.lru_cache(maxsize=32)
+def _prolonged_probes(h: int, w: int) -> np.ndarray:
+    """P E (9, h, w): the coloured probes of the coarse grid interpolated onto the h×w grid.
+    Independent of the mask (the mask only zeroes inactive points: active ⊙ P E), so computed
+    once per size instead of by one 9-channel prolongation per level and solve. Read-only."""
+    hc, wc = coarse_size(h, w)
+    probes, _ = _colour_tables(hc, wc)
+    out = np.zeros((1, 9, h, w), np.float32)
+    full = np.zeros((1, h, 2), np.int64)
+    full[..., 1] = w
+    NumbaOps().prolong_add(np.ascontiguousarray(probes[None]), np.ones((1, 1, h, w), np.float32),
+                           out, full)
+    out = out[0]
+    out.setflags(write=False)
+    return out
+
+
 def galerkin(level: _Level, ops: TorchOps) -> _Level:
     """The next coarser level: A_c = Pᵀ A P, measured by probing with 9 coloured vectors (the 9
-    channels of one batch: P e, then A, then Pᵀ). A_c[q, q + d] is read from the probe of
+    channels of one batch: P e -- mask-independent up to the active points, cached per size by
+    :func:`_prolonged_probes` --, then A, then Pᵀ). A_c[q, q + d] is read from the probe of
     the colour of q + d: no other point of that colour lies within q's 3×3 stencil."""
     b = level.active.shape[0]
     h, w = level.shape
     hc, wc = coarse_size(h, w)
-    probes, index = _colour_tables(hc, wc)
+    _, index = _colour_tables(hc, wc)
     structural = coarsen_active(np.asarray(_host(level.active))[:, 0] > 0)
     rng_c = active_ranges(structural) if isinstance(ops, NumbaOps) else None
-    pe = ops.zeros((b, 9, h, w))
-    ops.prolong_add(ops.asarray(np.broadcast_to(probes[None], (b, 9, hc, wc))), level.active, pe,
-                    level.rng)
+    pe = ops.asarray(_prolonged_probes(h, w)[None]) * level.active   # active ⊙ P e
     ape = ops.zeros((b, 9, h, w))
     level.op(ops, pe, pe, ape, 0)
     y = ops.zeros((b, 9, hc, wc))

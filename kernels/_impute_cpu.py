@@ -29,7 +29,7 @@ off the active set, so the rest is never read or written.
 No CUDA twin: on a GPU the solver runs as torch tensor operations on the whole batch
 (:class:`camonnx.road_backends.TorchOps`), which is fast there; these kernels are the CPU
 backend (:class:`camonnx.road_backends.NumbaOps`). :func:`k_add_noise` also serves the GPU path,
-on a host scratch image.
+on a host scratch array for the whole chunk (copied to the device once).
 """
 
 from __future__ import annotations
@@ -40,191 +40,152 @@ from numba import njit
 _NB = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 
 
-# Inner loops are written ``for t in range(n): j = lo + t``: numba's ``range(lo, hi)`` with a
-# run-time start does not vectorise (measured 3.7 against 0.9 ns per element for the 9-point
-# stencil), the zero-based form does.
-#
-# Deliberate hand-unrolled twins (kept apart on purpose, not to be merged into one helper):
-# * k_stencil and k_fine each write the same stencil expression three times, once per mode
-#   (A u, b − A u, Jacobi sweep): the mode is branched on once per row, outside the loops, so
-#   every inner loop is one branch-free expression over contiguous rows that LLVM vectorises.
-# * _stencil_col / _fine_px repeat that expression for a row's first and last columns with the
-#   neighbours clamped (or tested) at the image border, so the interior loops read j − 1 and
-#   j + 1 without a test.
-# * k_fine is k_stencil with the fine level's constant weights (1/6 edge, 1/12 diagonal) and the
-#   mask and neighbour sums in place of 9 stored stencil planes: the most-called operator reads
-#   3 arrays instead of 9. k_true_residual is the same stencil again, accumulated in float64.
-# * _stencil_col and _fine_px end in the same three-way mode dispatch, on one pixel's value.
+#: The fine level's neighbour weights (docs/metrics.md#imputation): edge 1/6, diagonal 1/12.
+E = np.float32(1.0 / 6.0)
+D = np.float32(1.0 / 12.0)
+
+# How the kernels are written (each choice measured on 224² ROAD masks, one thread):
+# * Element access by 4-D index (``u[bi, c, i, j]``), never through per-row views: creating a
+#   row view costs NRT reference counting on every row and channel, which made the stencils
+#   3× slower (1.6 against 0.5 ns per element for k_fine).
+# * Inner loops are written ``for t in range(n): j = lo + t`` with ``lo >= 1`` visible to LLVM:
+#   numba's ``range(lo, hi)`` with a run-time start does not vectorise, and an index that might
+#   be negative keeps numba's wrap-around test in the loop (no vectorisation: 6.5 ns per element).
+# * The stencils run every row through one vectorised loop over its interior columns, the
+#   neighbour rows clamped into the image (``im``, ``ip``) and zeroed by 0/1 flags on the first
+#   and last rows; only the first and last columns are done apart, by the same expression with
+#   clamped columns. The mode (A u, b − A u, Jacobi sweep) is branched on once per row, so the
+#   three loops repeat one expression on purpose: each stays branch-free.
+# * k_fine is k_stencil with the fine level's constant weights and the mask and neighbour sums
+#   in place of 9 stored stencil planes: the most-called operator reads 3 arrays instead of 9.
+#   k_true_residual is the same stencil again, accumulated in float64.
 # * k_error_dot fuses the max-norm test and the dot product r·z into one pass over z and r.
 # * Every ``rng`` kernel opens with the same span loop (``for bi``, ``for i``, ``j0, j1 =
 #   rng[bi, i]``): a shared iterator would need a function argument or a generator, which numba
 #   does not inline into a vectorised loop.
 
 
-@njit(**_NB)
-def _stencil_col(s0, s1, s2, s3, s4, s5, s6, s7, s8, um, u0, up, o, bb, dd, mode, omega, j, w):
-    """One border column of a k_stencil row: clamped neighbours (the stencil is zero toward
-    outside neighbours, so a clamped value is multiplied by 0)."""
-    jm = max(j - 1, 0)
-    jp = min(j + 1, w - 1)
-    acc = (s0[j] * um[jm] + s1[j] * um[j] + s2[j] * um[jp] + s3[j] * u0[jm] + s4[j] * u0[j]
-           + s5[j] * u0[jp] + s6[j] * up[jm] + s7[j] * up[j] + s8[j] * up[jp])
+@njit(**_NB, inline="always")
+def _row(rng, bi, i, h, w):
+    """Row i's active span [j0, j1), its neighbour rows clamped into the image (im, ip) and the
+    interior part [lo, hi) of the span (columns 1 … w − 2, so that j ± 1 needs no test)."""
+    j0 = rng[bi, i, 0]
+    j1 = rng[bi, i, 1]
+    lo = max(j0, 1)
+    return j0, j1, max(i - 1, 0), min(i + 1, h - 1), lo, max(min(j1, w - 1), lo)
+
+
+@njit(**_NB, inline="always")
+def _wsum(u, bi, c, i, j, im, ip, fu, fd, jm, jp, fl, fr):
+    """W ∗ u at (i, j) with neighbour rows im, ip and columns jm, jp clamped into the image and
+    the flags fu, fd, fl, fr (1.0 or 0.0) zeroing the neighbours that lie outside."""
+    return (E * (fu * u[bi, c, im, j] + fd * u[bi, c, ip, j] + fl * u[bi, c, i, jm] + fr * u[bi, c, i, jp])
+            + D * (fu * (fl * u[bi, c, im, jm] + fr * u[bi, c, im, jp])
+                   + fd * (fl * u[bi, c, ip, jm] + fr * u[bi, c, ip, jp])))
+
+
+@njit(**_NB, inline="always")
+def _finish(out, u, b, dinv, bi, c, i, j, acc, mode, om):
+    """Write one pixel of a stencil kernel from acc = (A u)[p]: mode 0: A u; 1: b − A u; 2: u + ω D⁻¹ (b − A u)."""
     if mode == 0:
-        o[j] = acc
+        out[bi, c, i, j] = acc
     elif mode == 1:
-        o[j] = bb[j] - acc
+        out[bi, c, i, j] = b[bi, c, i, j] - acc
     else:
-        o[j] = u0[j] + omega * dd[j] * (bb[j] - acc)
-
-
-@njit(**_NB)
-def k_stencil(S, u, b, dinv, out, mode, omega, rng):
-    """A variable 9-point stencil S (B, 9, h, w) on the active spans ``rng`` (B, h, 2).
-    mode 0: out = A u; 1: out = b − A u; 2: out = u + ω D⁻¹ (b − A u). The rows above and
-    below are clamped at the image border, as are the first and last columns: S is zero
-    toward outside neighbours, so a clamped value is multiplied by 0."""
-    nb, nc, h, w = u.shape
-    om = np.float32(omega)
-    for bi in range(nb):
-        for i in range(h):
-            j0 = rng[bi, i, 0]
-            j1 = rng[bi, i, 1]
-            if j0 >= j1:
-                continue
-            im = max(i - 1, 0)
-            ip = min(i + 1, h - 1)
-            lo = max(j0, 1)
-            hi = max(min(j1, w - 1), lo)
-            n = hi - lo
-            s0 = S[bi, 0, i]
-            s1 = S[bi, 1, i]
-            s2 = S[bi, 2, i]
-            s3 = S[bi, 3, i]
-            s4 = S[bi, 4, i]
-            s5 = S[bi, 5, i]
-            s6 = S[bi, 6, i]
-            s7 = S[bi, 7, i]
-            s8 = S[bi, 8, i]
-            dd = dinv[bi, 0, i]
-            for c in range(nc):
-                um = u[bi, c, im]
-                u0 = u[bi, c, i]
-                up = u[bi, c, ip]
-                o = out[bi, c, i]
-                bb = b[bi, c, i]
-                if mode == 0:
-                    for t in range(n):
-                        j = lo + t
-                        o[j] = (s0[j] * um[j - 1] + s1[j] * um[j] + s2[j] * um[j + 1]
-                                + s3[j] * u0[j - 1] + s4[j] * u0[j] + s5[j] * u0[j + 1]
-                                + s6[j] * up[j - 1] + s7[j] * up[j] + s8[j] * up[j + 1])
-                elif mode == 1:
-                    for t in range(n):
-                        j = lo + t
-                        o[j] = bb[j] - (s0[j] * um[j - 1] + s1[j] * um[j] + s2[j] * um[j + 1]
-                                        + s3[j] * u0[j - 1] + s4[j] * u0[j] + s5[j] * u0[j + 1]
-                                        + s6[j] * up[j - 1] + s7[j] * up[j] + s8[j] * up[j + 1])
-                else:
-                    for t in range(n):
-                        j = lo + t
-                        acc = (s0[j] * um[j - 1] + s1[j] * um[j] + s2[j] * um[j + 1]
-                               + s3[j] * u0[j - 1] + s4[j] * u0[j] + s5[j] * u0[j + 1]
-                               + s6[j] * up[j - 1] + s7[j] * up[j] + s8[j] * up[j + 1])
-                        o[j] = u0[j] + om * dd[j] * (bb[j] - acc)
-                if j0 == 0:
-                    _stencil_col(s0, s1, s2, s3, s4, s5, s6, s7, s8, um, u0, up, o, bb, dd, mode, om, 0, w)
-                if j1 == w and w > 1:
-                    _stencil_col(s0, s1, s2, s3, s4, s5, s6, s7, s8, um, u0, up, o, bb, dd, mode, om,
-                                 w - 1, w)
-
-
-@njit(**_NB)
-def _fine_px(m, s, um, u0, up, out, b, dinv, mode, omega, j, w):
-    e = np.float32(1.0 / 6.0)
-    d = np.float32(1.0 / 12.0)
-    acc = s[j] * u0[j] - e * (um[j] + up[j])
-    if j > 0:
-        acc -= e * u0[j - 1] + d * (um[j - 1] + up[j - 1])
-    if j < w - 1:
-        acc -= e * u0[j + 1] + d * (um[j + 1] + up[j + 1])
-    acc *= m[j]
-    if mode == 0:
-        out[j] = acc
-    elif mode == 1:
-        out[j] = b[j] - acc
-    else:
-        out[j] = u0[j] + omega * dinv[j] * (b[j] - acc)
+        out[bi, c, i, j] = u[bi, c, i, j] + om * dinv[bi, 0, i, j] * (b[bi, c, i, j] - acc)
 
 
 @njit(**_NB)
 def k_fine(m, s, u, b, dinv, out, mode, omega, rng):
     """The fine level's A u = m ⊙ (s ⊙ u − W ∗ u), zero outside the image, on the active
-    spans; modes as k_stencil. m, dinv (B, 1, h, w); s (h, w)."""
+    spans; modes as :func:`k_stencil`. m, dinv (B, 1, h, w); s (h, w)."""
     nb, nc, h, w = u.shape
     om = np.float32(omega)
-    e = np.float32(1.0 / 6.0)
-    d = np.float32(1.0 / 12.0)
-    zero = np.zeros(w, np.float32)
+    one = np.float32(1.0)
     for bi in range(nb):
         for i in range(h):
-            j0 = rng[bi, i, 0]
-            j1 = rng[bi, i, 1]
+            j0, j1, im, ip, lo, hi = _row(rng, bi, i, h, w)
             if j0 >= j1:
                 continue
-            mi = m[bi, 0, i]
-            di = dinv[bi, 0, i]
-            si = s[i]
-            lo = max(j0, 1)
-            hi = max(min(j1, w - 1), lo)
-            n = hi - lo
+            fu = np.float32(i > 0)
+            fd = np.float32(i < h - 1)
             for c in range(nc):
-                um = u[bi, c, i - 1] if i > 0 else zero
-                u0 = u[bi, c, i]
-                up = u[bi, c, i + 1] if i < h - 1 else zero
-                o = out[bi, c, i]
-                bb = b[bi, c, i]
                 if mode == 0:
-                    for t in range(n):
+                    for t in range(hi - lo):
                         j = lo + t
-                        o[j] = mi[j] * (si[j] * u0[j] - e * (um[j] + up[j] + u0[j - 1] + u0[j + 1])
-                                        - d * (um[j - 1] + um[j + 1] + up[j - 1] + up[j + 1]))
+                        out[bi, c, i, j] = m[bi, 0, i, j] * (s[i, j] * u[bi, c, i, j]
+                                                             - _wsum(u, bi, c, i, j, im, ip, fu, fd, j - 1, j + 1, one, one))
                 elif mode == 1:
-                    for t in range(n):
+                    for t in range(hi - lo):
                         j = lo + t
-                        o[j] = bb[j] - mi[j] * (si[j] * u0[j] - e * (um[j] + up[j] + u0[j - 1] + u0[j + 1])
-                                                - d * (um[j - 1] + um[j + 1] + up[j - 1] + up[j + 1]))
+                        out[bi, c, i, j] = b[bi, c, i, j] - m[bi, 0, i, j] * (
+                            s[i, j] * u[bi, c, i, j] - _wsum(u, bi, c, i, j, im, ip, fu, fd, j - 1, j + 1, one, one))
                 else:
-                    for t in range(n):
+                    for t in range(hi - lo):
                         j = lo + t
-                        acc = mi[j] * (si[j] * u0[j] - e * (um[j] + up[j] + u0[j - 1] + u0[j + 1])
-                                       - d * (um[j - 1] + um[j + 1] + up[j - 1] + up[j + 1]))
-                        o[j] = u0[j] + om * di[j] * (bb[j] - acc)
-    _fine_borders(m, s, u, b, dinv, out, mode, om, rng)
+                        acc = m[bi, 0, i, j] * (s[i, j] * u[bi, c, i, j]
+                                                - _wsum(u, bi, c, i, j, im, ip, fu, fd, j - 1, j + 1, one, one))
+                        out[bi, c, i, j] = u[bi, c, i, j] + om * dinv[bi, 0, i, j] * (b[bi, c, i, j] - acc)
+                for k in range(2):  # the first and last columns
+                    j = 0 if k == 0 else w - 1
+                    if j0 <= j < j1 and (k == 0 or w > 1):
+                        jm = max(j - 1, 0)
+                        jp = min(j + 1, w - 1)
+                        acc = m[bi, 0, i, j] * (s[i, j] * u[bi, c, i, j] - _wsum(
+                            u, bi, c, i, j, im, ip, fu, fd, jm, jp, np.float32(j > 0), np.float32(j < w - 1)))
+                        _finish(out, u, b, dinv, bi, c, i, j, acc, mode, om)
 
 
-@njit(**_NB, inline="never")
-def _fine_borders(m, s, u, b, dinv, out, mode, om, rng):
-    """k_fine's first and last columns (a function of its own, as _stencil_col is for
-    k_stencil: the interior loops stay free of border tests)."""
+@njit(**_NB, inline="always")
+def _sten(S, u, bi, c, i, j, im, ip, jm, jp):
+    """Σ_k S_k u(p + offset_k) at p = (i, j), neighbour rows and columns clamped (S is zero
+    toward outside neighbours, so a clamped value is multiplied by 0)."""
+    return (S[bi, 0, i, j] * u[bi, c, im, jm] + S[bi, 1, i, j] * u[bi, c, im, j] + S[bi, 2, i, j] * u[bi, c, im, jp]
+            + S[bi, 3, i, j] * u[bi, c, i, jm] + S[bi, 4, i, j] * u[bi, c, i, j] + S[bi, 5, i, j] * u[bi, c, i, jp]
+            + S[bi, 6, i, j] * u[bi, c, ip, jm] + S[bi, 7, i, j] * u[bi, c, ip, j] + S[bi, 8, i, j] * u[bi, c, ip, jp])
+
+
+@njit(**_NB)
+def k_stencil(S, u, b, dinv, out, mode, omega, rng):
+    """A variable 9-point stencil S (B, 9, h, w) on the active spans ``rng`` (B, h, 2).
+    mode 0: out = A u; 1: out = b − A u; 2: out = u + ω D⁻¹ (b − A u)."""
     nb, nc, h, w = u.shape
-    zero = np.zeros(w, np.float32)
+    om = np.float32(omega)
     for bi in range(nb):
         for i in range(h):
-            j0 = rng[bi, i, 0]
-            j1 = rng[bi, i, 1]
-            if j0 >= j1 or (j0 > 0 and j1 < w):
+            j0, j1, im, ip, lo, hi = _row(rng, bi, i, h, w)
+            if j0 >= j1:
                 continue
-            mi = m[bi, 0, i]
-            di = dinv[bi, 0, i]
-            si = s[i]
             for c in range(nc):
-                um = u[bi, c, i - 1] if i > 0 else zero
-                up = u[bi, c, i + 1] if i < h - 1 else zero
-                if j0 == 0:
-                    _fine_px(mi, si, um, u[bi, c, i], up, out[bi, c, i], b[bi, c, i], di, mode, om, 0, w)
-                if j1 == w and w > 1:
-                    _fine_px(mi, si, um, u[bi, c, i], up, out[bi, c, i], b[bi, c, i], di, mode, om,
-                             w - 1, w)
+                if mode == 0:
+                    for t in range(hi - lo):
+                        j = lo + t
+                        out[bi, c, i, j] = _sten(S, u, bi, c, i, j, im, ip, j - 1, j + 1)
+                elif mode == 1:
+                    for t in range(hi - lo):
+                        j = lo + t
+                        out[bi, c, i, j] = b[bi, c, i, j] - _sten(S, u, bi, c, i, j, im, ip, j - 1, j + 1)
+                else:
+                    for t in range(hi - lo):
+                        j = lo + t
+                        acc = _sten(S, u, bi, c, i, j, im, ip, j - 1, j + 1)
+                        out[bi, c, i, j] = u[bi, c, i, j] + om * dinv[bi, 0, i, j] * (b[bi, c, i, j] - acc)
+                for k in range(2):  # the first and last columns
+                    j = 0 if k == 0 else w - 1
+                    if j0 <= j < j1 and (k == 0 or w > 1):
+                        acc = _sten(S, u, bi, c, i, j, im, ip, max(j - 1, 0), min(j + 1, w - 1))
+                        _finish(out, u, b, dinv, bi, c, i, j, acc, mode, om)
+
+
+@njit(**_NB, inline="always")
+def _wsum64(y, bi, c, i, j, im, ip, fu, fd, jm, jp, fl, fr):
+    """:func:`_wsum` accumulated in float64."""
+    e = 1.0 / 6.0
+    d = 1.0 / 12.0
+    return (e * (fu * np.float64(y[bi, c, im, j]) + fd * np.float64(y[bi, c, ip, j])
+                 + fl * np.float64(y[bi, c, i, jm]) + fr * np.float64(y[bi, c, i, jp]))
+            + d * (fu * (fl * np.float64(y[bi, c, im, jm]) + fr * np.float64(y[bi, c, im, jp]))
+                   + fd * (fl * np.float64(y[bi, c, ip, jm]) + fr * np.float64(y[bi, c, ip, jp]))))
 
 
 @njit(**_NB)
@@ -232,29 +193,26 @@ def k_true_residual(m, s, y, out, rng):
     """out = m ⊙ (W ∗ y − s ⊙ y) on the active spans, accumulated in float64 (y: the full
     imputed image; zero outside the image)."""
     nb, nc, h, w = y.shape
-    zero = np.zeros(w, np.float32)
-    e = 1.0 / 6.0
-    d = 1.0 / 12.0
     for bi in range(nb):
         for i in range(h):
-            j0 = rng[bi, i, 0]
-            j1 = rng[bi, i, 1]
+            j0, j1, im, ip, lo, hi = _row(rng, bi, i, h, w)
             if j0 >= j1:
                 continue
-            mi = m[bi, 0, i]
-            si = s[i]
+            fu = np.float64(i > 0)
+            fd = np.float64(i < h - 1)
             for c in range(nc):
-                um = y[bi, c, i - 1] if i > 0 else zero
-                u0 = y[bi, c, i]
-                up = y[bi, c, i + 1] if i < h - 1 else zero
-                o = out[bi, c, i]
-                for j in range(j0, j1):
-                    acc = e * (np.float64(um[j]) + np.float64(up[j])) - np.float64(si[j]) * np.float64(u0[j])
-                    if j > 0:
-                        acc += e * np.float64(u0[j - 1]) + d * (np.float64(um[j - 1]) + np.float64(up[j - 1]))
-                    if j < w - 1:
-                        acc += e * np.float64(u0[j + 1]) + d * (np.float64(um[j + 1]) + np.float64(up[j + 1]))
-                    o[j] = np.float32(mi[j] * acc)
+                for t in range(hi - lo):
+                    j = lo + t
+                    out[bi, c, i, j] = np.float32(m[bi, 0, i, j] * (
+                        _wsum64(y, bi, c, i, j, im, ip, fu, fd, j - 1, j + 1, 1.0, 1.0)
+                        - np.float64(s[i, j]) * np.float64(y[bi, c, i, j])))
+                for k in range(2):
+                    j = 0 if k == 0 else w - 1
+                    if j0 <= j < j1 and (k == 0 or w > 1):
+                        out[bi, c, i, j] = np.float32(m[bi, 0, i, j] * (
+                            _wsum64(y, bi, c, i, j, im, ip, fu, fd, max(j - 1, 0), min(j + 1, w - 1),
+                                    np.float64(j > 0), np.float64(j < w - 1))
+                            - np.float64(s[i, j]) * np.float64(y[bi, c, i, j])))
 
 
 @njit(**_NB)
@@ -277,24 +235,21 @@ def k_restrict(r, out, rng):
             f0 = max(2 * j0 - 1, 0)
             f1 = min(2 * j1, w)  # fine columns [f0, f1) are needed
             i = 2 * qi
+            il = max(i - 1, 0)
             wlow = half if i - 1 >= 0 else np.float32(0.0)
-            ihigh = i + 1
+            ihigh = min(i + 1, h - 1)
             whigh = np.float32(0.0)
-            if ihigh < h:
-                whigh = np.float32(1.0) if (ihigh == h - 1 and h % 2 == 0) else half
+            if i + 1 < h:
+                whigh = np.float32(1.0) if (i + 1 == h - 1 and h % 2 == 0) else half
             for c in range(nc):
-                mid = r[bi, c, i]
-                low = r[bi, c, max(i - 1, 0)]
-                high = r[bi, c, min(ihigh, h - 1)]
                 for t in range(f1 - f0):
                     j = f0 + t
-                    v[j + 1] = mid[j] + wlow * low[j] + whigh * high[j]
-                dst = out[bi, c, qi]
+                    v[j + 1] = r[bi, c, i, j] + wlow * r[bi, c, il, j] + whigh * r[bi, c, ihigh, j]
                 for t in range(j1 - j0):
                     qj = j0 + t
-                    dst[qj] = v[2 * qj + 1] + half * v[2 * qj] + half * v[2 * qj + 2]
+                    out[bi, c, qi, qj] = v[2 * qj + 1] + half * v[2 * qj] + half * v[2 * qj + 2]
                 if j1 == wc and w % 2 == 0:  # the last fine column counts fully
-                    dst[wc - 1] += (last_w - half) * v[w]
+                    out[bi, c, qi, wc - 1] += (last_w - half) * v[w]
 
 
 @njit(**_NB)

@@ -13,6 +13,8 @@ The public API:
   (``camonnx.metrics.CATALOGUE``) of each method's map at every selected layer.
 - ``sanity(explainer, images, methods)``: the model-parameter randomisation and random-logit
   tests (docs/sanity.md).
+- ``audit(explainer_or_model, data, methods, layers, metrics)``: faithfulness over a whole
+  dataset, resumable, in-process or on Ray, with bootstrap confidence intervals (docs/audit.md).
 - ``report(run_dir)``: one self-contained HTML page of a run folder (docs/report.md).
 - ``default_image()``: the path of the bundled cat photo.
 
@@ -29,6 +31,7 @@ _LAZY = {
     "road_score": ("camonnx.road", "road_score"),
     "evaluate": ("camonnx.metrics.evaluate", "evaluate"),
     "sanity": ("camonnx.sanity_checks", "sanity"),
+    "audit": ("camonnx.audit_run", "audit"),
     "report": ("camonnx.report_page", "write_report"),
     "default_image": ("camonnx.models", "default_image"),
 }

@@ -235,6 +235,25 @@ def _show_log(ctx: click.Context, verbose: bool) -> None:
     ctx.call_on_close(restore)
 
 
+REPORT_OPTION = click.option("--report", is_flag=True,
+                             help="Also write OUT/index.html: one self-contained page (opens from "
+                                  "file://, no network) joining the maps, curves and manifest.")
+
+
+def maybe_report(run_dir: Path, report: bool, explainer=None, tap: str = "block") -> None:
+    """With ``--report``, write the run folder's HTML page (:func:`camonnx.report_page.write_report`)
+    and say where it is; given the run's ``explainer`` (and ``tap``), first its model card
+    (``model.json``: the preprocessing as used, the taps table), which the page shows."""
+    if report:
+        from camonnx.report_page import write_report
+
+        if explainer is not None:
+            from camonnx.report_model import write_model_card
+
+            write_model_card(explainer, run_dir, tap)
+        click.echo(f"Wrote {write_report(run_dir)}")
+
+
 @main.command()
 @MODEL_ARG
 @TAP_OPTION
@@ -305,6 +324,7 @@ METHOD_CHOICE = click.Choice(sorted(CATALOGUE))
 METHOD_OPTION = click.option("--method", "-m", type=METHOD_CHOICE, default="gradcam",
                              show_default=True, help="CAM method.")
 SMOOTH_DEFAULTS = CATALOGUE["smoothgradcam++"].defaults
+RISE_DEFAULTS = CATALOGUE["rise"].defaults
 
 
 LAYERS_OPTION = click.option("--layers", "-l", default="all", show_default=True,
@@ -336,7 +356,8 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
               default=Path("camonnx-out"), show_default=True, help="Output directory.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of randomcam's weights and smoothgradcam++'s noise.")
-@click.option("--no-overlays", is_flag=True, help="Write maps.npz and manifest.json only.")
+@click.option("--no-overlays", is_flag=True, help="Write no overlay PNGs (maps.npz, images.npz, "
+                                                  "manifest.json and model.json only).")
 @DEVICE_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help=f"smoothgradcam++: noisy copies per image  [default: {SMOOTH_DEFAULTS['samples']}]")
@@ -350,25 +371,37 @@ INCLUDE_INPUT_OPTION = click.option("--include-input/--no-include-input", defaul
               help="smoothgradcam++: neuron subset, a box in input pixels (half-open) or a "
                    "boolean mask file (.npy, or an image: nonzero = inside) at the input's or a "
                    "layer's resolution; only its positions contribute to the weights.")
+@click.option("--masks", type=click.IntRange(min=1), default=None,
+              help=f"rise: random masks per image  [default: {RISE_DEFAULTS['masks']}]")
+@click.option("--cells", type=click.IntRange(min=1), default=None,
+              help=f"rise: grid cells per side of each low-resolution mask  "
+                   f"[default: {RISE_DEFAULTS['cells']}]")
+@click.option("--keep", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help=f"rise: probability that a cell is kept  [default: {RISE_DEFAULTS['keep']}]")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
 @TAP_OPTION
 @click.option("--compare", is_flag=True,
               help="With --extrapolate: also write compare_*.png, plain vs extrapolated map of the "
                    "deepest selected layer, side by side, per image.")
+@REPORT_OPTION
 @preprocessing_options
 @OUTPUT_OPTION
 @PARITY_OPTION
 @_friendly_errors
 def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no_overlays, device,
-            samples, noise, channels, region, extrapolate, include_input, tap, compare,
+            samples, noise, channels, region, masks, cells, keep, extrapolate, include_input, tap, compare, report,
             preprocessing, output, check_parity):
-    """Explain IMAGE(s) with MODEL at every selected layer; write overlays, maps.npz, manifest."""
+    """Explain IMAGE(s) with MODEL at every selected layer; write overlays, maps.npz, images.npz
+    (the crops the model saw), manifest.json and model.json (the model card)."""
     from camonnx.models import default_image
+    from camonnx.report_model import write_model_card
 
+    check_extrapolation(extrapolate, include_input)
     if compare and not extrapolate:
         raise UserError("--compare shows plain vs extrapolated maps: add --extrapolate.")
-    options = smooth_options(method, samples=samples, noise=noise, channels=channels, region=region)
+    options = method_options(method, samples=samples, noise=noise, channels=channels, region=region,
+                             masks=masks, cells=cells, keep=keep)
     model, images = split_inputs(inputs)
     check_writable(out, folder=True)  # fail before the model loads
     explainer = preprocessing.load(model, device=device, output=output, tap=tap,
@@ -383,20 +416,35 @@ def explain(inputs, method, layers, target, normalize, out, batch_size, seed, no
         from camonnx.extrapolate import save_comparisons
 
         save_comparisons(explanation, out)
+    write_model_card(explainer, out, tap)
     for i, image in enumerate(images):
         click.echo(f"{image}: {explanation.label(i)}")
     click.echo(f"Wrote {len(explanation.layers)} layer maps × {len(images)} image(s) to {out}")
+    maybe_report(out, report)
 
 
-SMOOTH_METHODS = ("smoothgradcam++",)
+def check_extrapolation(extrapolate: bool, include_input: bool) -> None:
+    """--include-input is a step of Gradual Extrapolation: refuse it without --extrapolate."""
+    if include_input and not extrapolate:
+        raise UserError("--include-input adds the image as Gradual Extrapolation's last step: "
+                        "add --extrapolate (or leave --include-input out).")
 
 
-def smooth_options(method: str, **given) -> dict:
-    """The Smooth Grad-CAM++ options that were given, parsed; an error if the method is another."""
+#: The method options of `explain`, by the one method that reads them.
+METHOD_FLAGS = {"samples": "smoothgradcam++", "noise": "smoothgradcam++",
+                "channels": "smoothgradcam++", "region": "smoothgradcam++",
+                "masks": "rise", "cells": "rise", "keep": "rise"}
+
+
+def method_options(method: str, **given) -> dict:
+    """The method options that were given, parsed; an error naming the flags that belong to
+    another method (:data:`METHOD_FLAGS`)."""
     given = {k: v for k, v in given.items() if v is not None}
-    if given and method not in SMOOTH_METHODS:
-        flags = ", ".join(f"--{k}" for k in given)
-        raise UserError(f"{flags} apply to --method smoothgradcam++ only (got --method {method}).")
+    foreign = [k for k in given if METHOD_FLAGS[k] != method]
+    if foreign:
+        owner = METHOD_FLAGS[foreign[0]]
+        flags = ", ".join(f"--{k}" for k in foreign)
+        raise UserError(f"{flags} apply to --method {owner} only (got --method {method}).")
     if "channels" in given:
         given["channels"] = parse_channels(given["channels"])
     if "region" in given:
@@ -493,25 +541,36 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
 @TAP_OPTION
 @DEVICE_OPTION
 @preprocessing_options
+@click.option("--report", is_flag=True,
+              help="Also write the run folder <out>-report/ beside the output (camonnx.mp4 → "
+                   "camonnx-report/): the explanation, model.json and index.html, one "
+                   "self-contained page (opens from file://, no network) of all the images.")
 @OUTPUT_OPTION
 @PARITY_OPTION
 @_friendly_errors
 def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed,
-            extrapolate, include_input, tap, device, preprocessing, output, check_parity):
+            extrapolate, include_input, tap, device, report, preprocessing, output, check_parity):
     """Animate MODEL's explanation of IMAGE(s) through every conv layer (CAManim).
 
     All frames come from one explanation of every selected layer (one forward and one
-    backward); writes an MP4, a looping GIF or a folder of PNG frames.
+    backward); writes an MP4, a looping GIF or a folder of PNG frames. With --report, also
+    OUT-report/ beside it (camonnx.mp4 → camonnx-report/): the explanation (maps.npz, images.npz,
+    manifest.json, model.json) and index.html, the page of all the images.
     """
     from camonnx.animation import (animate as write_animation, animation_paths, check_output,
                                  explain_for_animation)
     from camonnx.models import default_image
+    from camonnx.report_run import animation_report_folder, save_animation_run
 
     model, images = split_inputs(inputs)
     images = images or [str(default_image())]
+    check_extrapolation(extrapolate, include_input)
     paths = animation_paths(out, images)
     for path in paths:  # fail before the model loads
         check_output(path)
+    run_dir = animation_report_folder(out) if report else None
+    if run_dir is not None:
+        check_writable(run_dir, folder=True)
     explainer = preprocessing.load(model, device=device, output=output, tap=tap,
                                    check_parity=check_parity)
     explanation = explain_for_animation(explainer, images, method=method, layers=parse_layers(layers),
@@ -522,6 +581,9 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
         written = write_animation(explanation, path, norm=norm, fps=fps, every=every,
                                   image_index=i, hold_seconds=hold)
         click.echo(f"{image}: {explanation.label(i)} -> {written}")
+    if run_dir is not None:
+        save_animation_run(explainer, explanation, run_dir, paths, tap, norm=norm, fps=fps)
+        maybe_report(run_dir, report)
 
 
 def parse_fractions(value: str) -> tuple[float, ...]:
@@ -559,22 +621,26 @@ def parse_fractions(value: str) -> tuple[float, ...]:
 @TAP_OPTION
 @DEVICE_OPTION
 @preprocessing_options
+@REPORT_OPTION
 @OUTPUT_OPTION
 @PARITY_OPTION
 @_friendly_errors
 def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, extrapolate,
-           include_input, tap, device, preprocessing, output, check_parity):
+           include_input, tap, device, report, preprocessing, output, check_parity):
     """ybROAD: ROAD faithfulness of every selected layer's map (Kaczmarek et al., 2023).
 
     For each method, one explanation of every layer, then per layer and image 2 × len(fractions)
     noisy-linear-imputed images (MoRF and LeRF) through the model. Writes OUT/ybroad.csv (one
     row per method and layer), OUT/ybroad.json and OUT/ybroad.png (one curve per method), each
-    atomically, and prints the maximum, the layer attaining it, and the mean.
+    atomically, and prints the maximum, the layer attaining it, and the mean. With --report,
+    also OUT/<method>/ (each method's explanation: one more forward and backward, no overlay
+    PNGs), OUT/model.json and OUT/index.html.
     """
     from camonnx.models import default_image
     from camonnx.road_report import plot_curves, write_csv, write_json
     from camonnx.road import ybroad as run_ybroad
 
+    check_extrapolation(extrapolate, include_input)
     qs = parse_fractions(fractions)
     model, images = split_inputs(inputs)
     images = images or [str(default_image())]
@@ -593,6 +659,13 @@ def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size,
     written = [write_csv(results, out / "ybroad.csv"), write_json(results, out / "ybroad.json"),
                plot_curves(results, out / "ybroad.png")]
     click.echo(f"Wrote {', '.join(str(p) for p in written)}")
+    if report:
+        from camonnx.report_run import save_method_runs
+
+        save_method_runs(explainer, images, list(dict.fromkeys(methods)), out, tap,
+                         layers=parse_layers(layers), targets=parse_targets(target), seed=seed,
+                         **options)
+        maybe_report(out, report)
 
 
 @main.command()
@@ -641,5 +714,8 @@ def recipe(model: Path, preprocessing: PreprocessFlags, output: str | None, chec
                "  labels: none (class indices are shown; add --labels FILE)")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+# Commands in their own modules (they use the options above).
+from camonnx import cli_audit, cli_metrics, cli_report, cli_sanity  # noqa: E402
+
+for _module in (cli_metrics, cli_sanity, cli_audit, cli_report):
+    main.add_command(_module.command)

@@ -86,4 +86,4 @@ def command(inputs, methods, layers, mode, steps, seed, random_logit, target, ba
     written = [result.write_csv(out / "sanity.csv"), result.write_json(out / "sanity.json"),
                result.plot(out / "sanity.png")]
     click.echo(f"Wrote {', '.join(str(p) for p in written)}")
-    maybe_report(out, report)
+    maybe_report(out, report, explainer, tap)

@@ -53,16 +53,20 @@ class Explainer:
     ``output``: the class output to explain (a graph output's name, or any tensor of the graph);
     by default the first graph output that holds one score vector per image, such as (N, C),
     (N, C, 1, 1) or (N, 1, 1, C). Its scores are read as an (N, C) matrix whatever its shape.
+    ``threads``: ONNX Runtime's intra-op threads on CPU (default: ONNX Runtime's, one per core;
+    the dataset audit's Ray actors use 1).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "cpu", *,
                  tap: str = "block", layout: str | None = None,
                  preprocess: Preprocess | str | None = None, check_parity: bool = True,
-                 output: str | None = None, labels: Sequence[str] | str | os.PathLike | None = None):
+                 output: str | None = None, labels: Sequence[str] | str | os.PathLike | None = None,
+                 threads: int | None = None):
         if model is None:
             from camonnx.models import default_model
             model = default_model()
         self.model_path = Path(model)
+        self.tap = tap
         self.graph: ModelGraph = load_graph(self.model_path, tap=tap, layout=layout,  # type: ignore[arg-type]
                                             output=output)
         if self.graph.class_problem is not None:
@@ -73,7 +77,7 @@ class Explainer:
         if assumed:
             warn_assumed_recipe(self.model_path, self.preprocess)
         #: Every pass on the model (mirror, ONNX Runtime, device, layout, chunking).
-        self.engine = PassEngine(self.graph, device, self.model_path.name)
+        self.engine = PassEngine(self.graph, device, self.model_path.name, threads=threads)
         self.parity_error = self._probe(check_parity)
         self._check_class_output()
 

@@ -82,14 +82,16 @@ class PartialRoute:
 class PassEngine:
     """The mirror, ONNX Runtime, the device, the input layout and the chunking of one model."""
 
-    def __init__(self, graph: ModelGraph, device: torch.device, model_name: str = "the model"):
+    def __init__(self, graph: ModelGraph, device: torch.device, model_name: str = "the model",
+                 threads: int | None = None):
         self.graph = graph
         self.device = device
         self.mirror = Mirror(graph).to(device)
         self.mirror.eval()
         self.runtime: OrtRuntime | None = None
         if device.type == "cpu" or cuda_provider_available():
-            self.runtime = OrtRuntime(graph, "cpu" if device.type == "cpu" else str(device))
+            self.runtime = OrtRuntime(graph, "cpu" if device.type == "cpu" else str(device),
+                                      threads=threads)
         #: Images per pass at most (1 for a fixed-batch model), None: no limit.
         self.batch_limit = 1 if graph.input.fixed_batch else None
         if self.batch_limit == 1 and graph.input.batch != 1:

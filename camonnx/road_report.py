@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from camonnx.errors import InputError
-from camonnx.metrics.curve import LayerCurve
+from camonnx.metrics.curve import LayerCurve, layer_axis
 from camonnx.road_masks import FRACTIONS
 from camonnx.writer import write_file, write_text
 
@@ -204,18 +204,12 @@ def plot_curves(results: Sequence[YbRoadResult], path, title: str | None = None)
         ax.annotate(r.max_layer, (r.argmax, r.max), textcoords="offset points", xytext=(6, 6),
                     fontsize=7)
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    step = max(1, math.ceil(n / 40))
-    ticks = idx_all[::step]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{numbers[i]}: {names[i]}" if len(names[i]) <= 32
-                        else f"{numbers[i]}: …{names[i][-30:]}" for i in ticks], rotation=90, fontsize=6)
-    ax.set_xlabel("layer (model index: name, topological order)")
+    layer_axis(ax, names, numbers)
     ax.set_ylabel("ROAD = (mean Δ LeRF − mean Δ MoRF) / 2")
     first = results[0]
     fractions = ", ".join(f"{q:g}" for q in first.fractions)
     ax.set_title(title or f"ybROAD — {Path(first.model).name}, {first.scores.shape[2]} image(s), "
                           f"{first.trials} trial(s), fractions {fractions}", fontsize=9)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return write_file(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -75,3 +75,25 @@ def test_unwritable_out_fails_before_the_model_loads(command, tmp_path):
                                        str(blocker / "sub")])
     assert result.exit_code == 2
     assert "is a file, not a folder" in result.output  # not the missing model: checked first
+
+
+@pytest.mark.parametrize("command", ["explain", "animate", "ybroad"])
+def test_include_input_needs_extrapolate(command, tmp_path):
+    """--include-input without --extrapolate would be ignored: it is refused, before any load."""
+    result = CliRunner().invoke(main, [command, "--include-input", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "--include-input" in result.output and "add --extrapolate" in result.output
+
+
+def test_method_flags_belong_to_their_method(resnet18_onnx, image, tmp_path):
+    bad = CliRunner().invoke(main, ["explain", str(resnet18_onnx), image, "-m", "gradcam",
+                                    "--masks", "8", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--masks apply to --method rise only" in bad.output
+    bad = CliRunner().invoke(main, ["explain", str(resnet18_onnx), image, "-m", "rise",
+                                    "--samples", "3", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--samples apply to --method smoothgradcam++ only" in bad.output
+    _run("explain", resnet18_onnx, image, "-m", "rise", "--masks", "8", "--cells", "4", "--keep",
+         "0.4", "--layers", "-1", "--no-overlays", "--out", tmp_path / "rise", *SMALL)
+    manifest = json.loads((tmp_path / "rise" / "manifest.json").read_text())
+    assert manifest["method"] == "rise"
+    assert {"masks": 8, "cells": 4, "keep": 0.4}.items() <= manifest["options"].items()

@@ -27,6 +27,8 @@ def test_every_public_name_resolves_and_is_listed():
 
     sanity_checks = importlib.import_module("camonnx.sanity_checks")
     report_page = importlib.import_module("camonnx.report_page")
+    audit_run = importlib.import_module("camonnx.audit_run")
+    assert camonnx.audit is audit_run.audit
     assert camonnx.sanity is sanity_checks.sanity
     assert camonnx.report is report_page.write_report
     assert callable(camonnx.evaluate)

@@ -152,46 +152,79 @@ def write_json(results: Sequence[MetricCurve], path) -> Path:
     return write_text(path, json.dumps({"results": [r.to_dict() for r in results]}, indent=1))
 
 
-def plot_curves(results: Sequence[MetricCurve], path, title: str | None = None) -> Path:
-    """One panel per metric, one curve per method over the layer index (± std band when there
-    are several images or trials), the best layer starred. PNG via matplotlib's Agg backend."""
+def layer_axis(ax, names: Sequence[str], numbers: Sequence[int], labels: bool = True) -> None:
+    """The x axis every per-layer plot shares: one tick per layer (thinned to ≤ 40), labelled
+    "index: name" (long names cut to their last 30 characters, rotated) when ``labels``, and a
+    light grid."""
+    n = len(names)
+    ticks = np.arange(n)[::max(1, math.ceil(n / 40))]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{numbers[i]}: {names[i]}" if len(names[i]) <= 32
+                        else f"{numbers[i]}: …{names[i][-30:]}" for i in ticks] if labels else [],
+                       rotation=90, fontsize=6)
+    if labels:
+        ax.set_xlabel("layer (model index: name, topological order)")
+    ax.grid(alpha=0.3)
+
+
+@dataclass
+class PanelCurve:
+    """One line of a per-layer plot: ``values`` (L,) with an optional band [``low``, ``high``],
+    the ``best`` position starred (None: none), in the panel of ``metric``."""
+
+    metric: str
+    label: str
+    values: np.ndarray
+    higher_is_better: bool
+    best: int | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+
+def plot_panels(curves: Sequence[PanelCurve], names: Sequence[str], numbers: Sequence[int],
+                title: str, path) -> Path:
+    """One panel per metric, its curves over the layer index with their bands and best layers
+    starred, the layer axis of :func:`layer_axis` under the last panel. PNG via matplotlib's Agg
+    backend (a ``Figure`` with its own canvas: no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if not results:
-        raise InputError("Nothing to plot: no metric results.")
-    metrics = list(dict.fromkeys(r.metric for r in results))
-    longest = max(results, key=lambda r: len(r.layers))
-    names, numbers = longest.layers, longest.layer_indices
+    metrics = list(dict.fromkeys(c.metric for c in curves))
     n = len(names)
     fig = Figure(figsize=(min(max(8.0, 0.22 * n), 24.0), 3.6 * len(metrics) + 1.6), dpi=110)
     FigureCanvasAgg(fig)
-    step = max(1, math.ceil(n / 40))
-    ticks = np.arange(n)[::step]
     for row, metric in enumerate(metrics):
         ax = fig.add_subplot(len(metrics), 1, row + 1)
-        for r in (r for r in results if r.metric == metric):
-            idx = np.arange(len(r.layers))
-            line, = ax.plot(idx, r.curve, marker=".",
-                            label=f"{r.method} (best {r.best_value:+.3f} at layer {r.best_index})")
-            if r.scores.shape[0] * r.scores.shape[2] > 1:
-                ax.fill_between(idx, r.curve - r.curve_std, r.curve + r.curve_std,
-                                color=line.get_color(), alpha=0.15, linewidth=0)
-            ax.plot([r.best], [r.best_value], marker="*", markersize=13, color=line.get_color(),
-                    markeredgecolor="black", linestyle="none")
-        higher = next(r for r in results if r.metric == metric).higher_is_better
-        better = "higher" if higher else "lower"
+        panel = [c for c in curves if c.metric == metric]
+        for c in panel:
+            idx = np.arange(len(c.values))
+            line, = ax.plot(idx, c.values, marker=".", label=c.label)
+            if c.low is not None and c.high is not None:
+                ax.fill_between(idx, c.low, c.high, color=line.get_color(), alpha=0.15, linewidth=0)
+            if c.best is not None:
+                ax.plot([c.best], [c.values[c.best]], marker="*", markersize=13,
+                        color=line.get_color(), markeredgecolor="black", linestyle="none")
+        better = "higher" if panel[0].higher_is_better else "lower"
         ax.set_ylabel(f"{metric} ({better} is better)", fontsize=8)
-        ax.set_xticks(ticks)
-        last = row == len(metrics) - 1
-        ax.set_xticklabels([f"{numbers[i]}: {names[i]}" if len(names[i]) <= 32
-                            else f"{numbers[i]}: …{names[i][-30:]}" for i in ticks] if last else [],
-                           rotation=90, fontsize=6)
-        ax.grid(alpha=0.3)
+        layer_axis(ax, names, numbers, labels=row == len(metrics) - 1)
         ax.legend(fontsize=7, loc="best")
-    fig.axes[-1].set_xlabel("layer (model index: name, topological order)")
-    first = results[0]
-    fig.suptitle(title or f"Faithfulness per layer — {Path(first.model).name}, "
-                          f"{first.scores.shape[2]} image(s), {first.trials} trial(s)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return write_file(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_curves(results: Sequence[MetricCurve], path, title: str | None = None) -> Path:
+    """One panel per metric, one curve per method over the layer index (± std band when there
+    are several images or trials), the best layer starred (:func:`plot_panels`)."""
+    if not results:
+        raise InputError("Nothing to plot: no metric results.")
+    longest = max(results, key=lambda r: len(r.layers))
+    spread = lambda r: r.scores.shape[0] * r.scores.shape[2] > 1  # noqa: E731
+    curves = [PanelCurve(r.metric, f"{r.method} (best {r.best_value:+.3f} at layer {r.best_index})",
+                         r.curve, r.higher_is_better, r.best,
+                         r.curve - r.curve_std if spread(r) else None,
+                         r.curve + r.curve_std if spread(r) else None) for r in results]
+    first = results[0]
+    return plot_panels(curves, longest.layers, longest.layer_indices,
+                       title or f"Faithfulness per layer — {Path(first.model).name}, "
+                                f"{first.scores.shape[2]} image(s), {first.trials} trial(s)", path)

@@ -20,8 +20,9 @@ to the store (:mod:`camonnx.audit_store`) as they finish.
 **Seeds.** Method m's seed is ``s_m = (seed XOR h(m)) mod 2⁶³`` with h the first 8 bytes of
 SHA-256 of the method name (not Python's salted ``hash``); the metrics draw from
 ``(s_m, trial, layer index in the model, image id, …)``, so a row does not depend on the shard
-it ran in, the engine or the order. (Stochastic *methods*, randomcam and smoothgradcam++, seed
-by their position in the explained batch, i.e. in the shard: the same for the same shard size.)
+it ran in, the engine or the order. The seeded methods get the image ids too (randomcam's
+weights; smoothgradcam++'s noise depends on the seed and the image shape only), so the maps do
+not depend on the shard either.
 
 **Memory.** At most one shard's prepared images (S·C·H·W float32), one method's maps of it
 (L·S·H·W float32), one explain batch's activations and gradients and one metric chunk
@@ -171,7 +172,8 @@ def score_shard(explainer: "Explainer", plan: AuditPlan, shard: ShardInput,
             try:
                 explanation = explainer.explain(
                     x, method=method, layers=list(plan.layer_indices), targets=targets.tolist(),
-                    normalize="none", batch_size=EXPLAIN_BATCH, seed=seed, progress=False)
+                    normalize="none", batch_size=EXPLAIN_BATCH, seed=seed, progress=False,
+                    image_ids=ids.tolist())
             except CamonnxError as exc:
                 failure = f"{method}: {exc}"
         for metric in plan.metrics:

@@ -231,7 +231,8 @@ class Explainer:
     def explain(self, images, method: str = "gradcam", layers: LayerSpec = "all",
                 targets: TargetLike = None, normalize: str = "local", batch_size: int = 16,
                 seed: int = 0, progress: bool = True, extrapolate: bool = False,
-                include_input: bool = False, **options) -> "Explanation":
+                include_input: bool = False, image_ids: Sequence[int] | None = None,
+                **options) -> "Explanation":
         """Maps of ``method`` for every selected layer from one forward (+ one backward for
         gradient methods) per batch of ``batch_size`` images.
 
@@ -241,8 +242,10 @@ class Explainer:
         ``normalize`` has nothing left to change and is not applied: the explanation records
         ``normalize="extrapolated"`` and ``extrapolation=Extrapolation(include_input)``);
         ``include_input`` adds its last step through the image itself (off by default: it
-        weights the map by the image's brightness and lowered ROAD on real photos). ``options``
-        go to the method (e.g. ``scorecam_align_corners``).
+        weights the map by the image's brightness and lowered ROAD on real photos).
+        ``image_ids``: each image's identity for the seeded methods (randomcam; default: its
+        index among ``images``), so that an image explained in another batch, as a dataset audit
+        does, gets the same map. ``options`` go to the method (e.g. ``scorecam_align_corners``).
         """
         from camonnx.explanation import EXTRAPOLATED, Explanation, Extrapolation
         from camonnx.extrapolate import extrapolate as extrapolate_maps
@@ -260,6 +263,7 @@ class Explainer:
         chosen = self.select_layers(layers)
         x, crops = self.prepare(images)
         targets = per_image(targets, x.shape[0])
+        ids = _image_ids(image_ids, x.shape[0])
         raws: list[list[torch.Tensor]] = [[] for _ in chosen]
         extrapolated: list[torch.Tensor] = []
         extra = step_tensors(self.graph) if extrapolate else []
@@ -277,7 +281,7 @@ class Explainer:
                 acts = self.engine.forward(xc, names + [self.graph.logits])
                 logits, grads = acts[self.graph.logits], None
                 target = resolve(take(targets, chunk), logits)
-            ctx = Context(self.engine, xc, target, seed=seed, first_image=chunk.start,
+            ctx = Context(self.engine, xc, target, seed=seed, image_ids=ids[chunk],
                           batch_size=max(batch_size, 32), progress=progress, options=options)
             cam.begin(ctx, chosen)
             for i, layer in enumerate(chosen):
@@ -361,3 +365,14 @@ def _all_finite(x: torch.Tensor) -> bool:
         return bool(np.isfinite(x.detach().numpy()).all())
     return bool(torch.isfinite(x).all())
 
+
+def _image_ids(image_ids: Sequence[int] | None, count: int) -> tuple[int, ...]:
+    """The images' identities for per-image seeds: positions by default, else one integer per
+    image."""
+    if image_ids is None:
+        return tuple(range(count))
+    ids = tuple(int(i) for i in image_ids)
+    if len(ids) != count:
+        raise InputError(f"image_ids names {len(ids)} images, but {count} were given: one id "
+                         f"per image.")
+    return ids

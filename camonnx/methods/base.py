@@ -42,8 +42,9 @@ class Context:
     x: torch.Tensor  # the prepared NCHW batch
     target: Target
     seed: int = 0
-    #: Index of the batch's first image among all the images of the call (seeds per image).
-    first_image: int = 0
+    #: Each image's identity for per-image seeds: by default its index among all the images of
+    #: the explain call; a dataset audit gives each image's index in the dataset.
+    image_ids: tuple[int, ...] = ()
     batch_size: int = 64
     progress: bool = True
     options: dict = field(default_factory=dict)

@@ -25,5 +25,10 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert explanation.maps.shape == (layers, 1, 224, 224)
     assert (tmp_path / "out" / "maps.npz").is_file() and (tmp_path / "cat.gif").is_file()
     assert set(scope["acts"]) == set(scope["grads"]) and len(scope["grads"]) == layers
-    assert capsys.readouterr().out.strip() == scope["road"].summary().strip()
+    printed = capsys.readouterr().out.strip().splitlines()
+    summaries = [scope["road"].summary(), scope["curves"][0].summary(), scope["checks"].summary()]
+    assert printed == "\n".join(summaries).splitlines()
     assert scope["road"].layers == [scope["explainer"].suggested_layer.name]
+    assert [(c.metric, c.method) for c in scope["curves"]] == [("deletion", "gradcam"),
+                                                              ("drop", "gradcam")]
+    assert (tmp_path / "out" / "index.html").is_file()

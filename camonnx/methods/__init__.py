@@ -39,6 +39,7 @@ CATALOGUE: dict[str, MethodEntry] = {
     "hirescam": MethodEntry("hirescam"),
     "layercam": MethodEntry("layercam"),
     "randomcam": MethodEntry("randomcam"),
+    "rise": MethodEntry("rise", {"masks": 5000, "cells": 8, "keep": 0.5}),
     "scorecam": MethodEntry("scorecam"),
     "smoothgradcam++": MethodEntry("smoothgradcampp", {"samples": 25, "noise": 0.15}),
     "xgradcam": MethodEntry("xgradcam"),

@@ -38,6 +38,15 @@ class MetricEntry:
 
 #: Every registered metric. A new metric is a new module plus one line here.
 CATALOGUE: dict[str, MetricEntry] = {
+    "deletion": MetricEntry("deletion", "Deletion", False,
+                            "Deletion: AUC of p_c as the most relevant pixels are blurred away"),
+    "drop": MetricEntry("drop", "Drop", False,
+                        "Average Drop: max(0, p_c(x) − p_c(x ⊙ map)) / p_c(x), in %"),
+    "increase": MetricEntry("drop", "Increase", True,
+                            "Increase in Confidence: 100 · 1[p_c(x ⊙ map) > p_c(x)]"),
+    "insertion": MetricEntry("insertion", "Insertion", True,
+                             "Insertion: AUC of p_c as the most relevant pixels are restored "
+                             "into a blurred copy"),
     "road": MetricEntry("road", "Road", True,
                         "ROAD: (mean Δ LeRF − mean Δ MoRF) / 2 under noisy linear imputation"),
 }

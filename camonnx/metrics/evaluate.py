@@ -83,9 +83,10 @@ def evaluate(explainer, images, metrics: str | Metric | Sequence[str | Metric] =
     :class:`MetricCurve` per (method, metric), methods outermost.
 
     ``metrics``: names from :data:`camonnx.metrics.CATALOGUE` or :class:`Metric` objects (made
-    with their options, e.g. ``get_metric("deletion", steps=100)``); ``explain_options`` go to
-    :meth:`Explainer.explain` (e.g. ``extrapolate=True``; maps are scored unnormalised unless
-    ``normalize`` is given). Targets as in explain (function targets are refused)."""
+    with their options, e.g. ``get_metric("deletion", pixels_per_step=112)``);
+    ``explain_options`` go to :meth:`Explainer.explain` (e.g. ``extrapolate=True``; maps are
+    scored unnormalised unless ``normalize`` is given). Targets as in explain (function targets
+    are refused)."""
     check_run_options(trials, batch_size)
     chosen = _as_metrics(metrics)
     methods = [methods] if isinstance(methods, str) else list(dict.fromkeys(methods))

@@ -254,6 +254,14 @@ def maybe_report(run_dir: Path, report: bool, explainer=None, tap: str = "block"
         click.echo(f"Wrote {write_report(run_dir)}")
 
 
+def model_options(fn):
+    """The options of every command that loads a model and explains with it: --tap, --device,
+    the preprocessing flags (:func:`preprocessing_options`), --output and --parity-check."""
+    for option in (PARITY_OPTION, OUTPUT_OPTION, preprocessing_options, DEVICE_OPTION, TAP_OPTION):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
 @MODEL_ARG
 @TAP_OPTION
@@ -538,15 +546,11 @@ def export(name: str, out: Path, weights: Path | None, exporter: str, opset: int
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of randomcam's weights and smoothgradcam++'s noise.")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
-@TAP_OPTION
-@DEVICE_OPTION
-@preprocessing_options
 @click.option("--report", is_flag=True,
               help="Also write the run folder <out>-report/ beside the output (camonnx.mp4 → "
                    "camonnx-report/): the explanation, model.json and index.html, one "
                    "self-contained page (opens from file://, no network) of all the images.")
-@OUTPUT_OPTION
-@PARITY_OPTION
+@model_options
 @_friendly_errors
 def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_size, seed,
             extrapolate, include_input, tap, device, report, preprocessing, output, check_parity):
@@ -618,12 +622,8 @@ def parse_fractions(value: str) -> tuple[float, ...]:
               help="Output directory for ybroad.csv, ybroad.json and ybroad.png.")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
-@TAP_OPTION
-@DEVICE_OPTION
-@preprocessing_options
 @REPORT_OPTION
-@OUTPUT_OPTION
-@PARITY_OPTION
+@model_options
 @_friendly_errors
 def ybroad(inputs, methods, layers, target, fractions, trials, seed, batch_size, out, extrapolate,
            include_input, tap, device, report, preprocessing, output, check_parity):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from camonnx.cli import (DEVICE_OPTION, LAYERS_OPTION, METHOD_CHOICE, OUTPUT_OPTION,
-                         PARITY_OPTION, REPORT_OPTION, TAP_OPTION, UserError, _friendly_errors,
-                         maybe_report, parse_layers, preprocessing_options, split_inputs)
+from camonnx.cli import (LAYERS_OPTION, METHOD_CHOICE, REPORT_OPTION, _friendly_errors,
+                         maybe_report, model_options, parse_layers,
+                         split_inputs, UserError)
 from camonnx.metrics import CATALOGUE
 from camonnx.writer import check_writable
 
@@ -61,11 +61,7 @@ def parse_metrics(value: str) -> list[str]:
               help="Threads of torch and ONNX Runtime per worker (default: in-process all "
                    "cores; Ray actors 1).")
 @REPORT_OPTION
-@TAP_OPTION
-@DEVICE_OPTION
-@preprocessing_options
-@OUTPUT_OPTION
-@PARITY_OPTION
+@model_options
 @_friendly_errors
 def command(inputs, methods, layers, metric, trials, target, seed, batch_size, shard_size, out,
             ray_address, actors, threads, report, tap, device, preprocessing, output,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from camonnx.cli import (DEVICE_OPTION, EXTRAPOLATE_OPTION, INCLUDE_INPUT_OPTION, LAYERS_OPTION,
-                         METHOD_CHOICE, OUTPUT_OPTION, PARITY_OPTION, REPORT_OPTION, TAP_OPTION,
-                         TARGET_OPTION, UserError, _friendly_errors, maybe_report,
-                         parse_fractions, parse_layers, parse_targets, preprocessing_options,
-                         split_inputs)
+from camonnx.cli import (EXTRAPOLATE_OPTION, INCLUDE_INPUT_OPTION, LAYERS_OPTION, METHOD_CHOICE,
+                         REPORT_OPTION, TARGET_OPTION, _friendly_errors,
+                         maybe_report, model_options, parse_fractions,
+                         parse_layers, parse_targets, split_inputs,
+                         UserError)
 from camonnx.metrics import CATALOGUE
 from camonnx.writer import check_writable
 
@@ -73,11 +73,7 @@ def metric_options(names: list[str], fractions: str | None, pixels_per_step: int
               help="Output directory for metrics.csv, metrics.json and metrics.png.")
 @EXTRAPOLATE_OPTION
 @INCLUDE_INPUT_OPTION
-@TAP_OPTION
-@DEVICE_OPTION
-@preprocessing_options
-@OUTPUT_OPTION
-@PARITY_OPTION
+@model_options
 @REPORT_OPTION
 @_friendly_errors
 def command(inputs, methods, layers, target, metric_names, fractions, pixels_per_step, trials,

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from camonnx.cli import (DEVICE_OPTION, METHOD_CHOICE, OUTPUT_OPTION,
-                         PARITY_OPTION, REPORT_OPTION, TAP_OPTION, TARGET_OPTION, UserError,
-                         _friendly_errors, maybe_report, parse_layers, parse_targets,
-                         preprocessing_options, split_inputs)
+from camonnx.cli import (METHOD_CHOICE, REPORT_OPTION, TARGET_OPTION, _friendly_errors,
+                         maybe_report, model_options, parse_layers,
+                         parse_targets, split_inputs, UserError)
 from camonnx.writer import check_writable
 
 
@@ -53,11 +52,7 @@ def parse_steps(value: str) -> str | list[int]:
               default=Path("camonnx-sanity"), show_default=True,
               help="Output directory for sanity.csv, sanity.json and sanity.png.")
 @REPORT_OPTION
-@TAP_OPTION
-@DEVICE_OPTION
-@preprocessing_options
-@OUTPUT_OPTION
-@PARITY_OPTION
+@model_options
 @_friendly_errors
 def command(inputs, methods, layers, mode, steps, seed, random_logit, target, batch_size, out,
             report, tap, device, preprocessing, output, check_parity):

@@ -110,4 +110,10 @@ def command(inputs, methods, layers, target, metric_names, fractions, pixels_per
     written = [write_csv(curves, out / "metrics.csv"), write_json(curves, out / "metrics.json"),
                plot_curves(curves, out / "metrics.png")]
     click.echo(f"Wrote {', '.join(str(p) for p in written)}")
-    maybe_report(out, report)
+    if report:  # the page's layer slider needs the maps, which the metrics do not keep
+        from camonnx.report_run import save_method_runs
+
+        save_method_runs(explainer, images, list(dict.fromkeys(methods)), out, tap,
+                         layers=parse_layers(layers), targets=parse_targets(target), seed=seed,
+                         **explain)
+        maybe_report(out, report)

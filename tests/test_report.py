@@ -222,6 +222,23 @@ def test_ybroad_report(tmp_path):
     assert (out / "gradcam" / "maps.npz").is_file() and (out / "model.json").is_file()
 
 
+def test_metrics_and_sanity_reports_from_their_commands(tmp_path):
+    """`metrics --report` saves the maps it scored (the slider, clickable metric curves);
+    `sanity --report` records the model card it ran with."""
+    out = tmp_path / "metrics"
+    run("metrics", "--layers", "30,48", "--metric", "drop,increase", "--out", str(out), "--report")
+    page = Page((out / "index.html").read_text(encoding="utf-8"))
+    assert page.data()["views"][0]["folder"] == "gradcam"
+    points = [a for a in page.find("circle") if a.get("class") == "pt"]
+    assert len(points) == 2 * 2 and {p["data-method"] for p in points} == {"gradcam"}
+    assert (out / "gradcam" / "maps.npz").is_file() and (out / "model.json").is_file()
+    out = tmp_path / "sanity"
+    run("sanity", "--steps", "0,1", "--no-random-logit", "--out", str(out), "--report")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    card = json.loads((out / "model.json").read_text())
+    assert card["sha256"] in html and "did not record its preprocessing" not in html
+
+
 def test_page_of_all_49_layers_stays_small(tmp_path):
     out = tmp_path / "all"
     run("explain", "--layers", "all", "--no-overlays", "--out", str(out), "--report")

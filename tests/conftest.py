@@ -15,6 +15,11 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+#: Options that keep the costly methods cheap in tests that run every method: Smooth
+#: Grad-CAM++ with 3 noisy copies, RISE with 32 masks (their own tests check them at size).
+CHEAP_OPTIONS = {"smoothgradcam++": {"samples": 3}, "rise": {"masks": 32}}
+
+
 def export_legacy(model: torch.nn.Module, path: Path, size: int = 224, opset: int = 17,
                   dynamic_size: bool = False) -> Path:
     """Legacy-exporter ONNX with a dynamic batch (and, optionally, dynamic height/width)."""

@@ -9,6 +9,7 @@ import torch
 
 from camonnx.explainer import Explainer
 from camonnx.methods import METHODS
+from conftest import CHEAP_OPTIONS
 
 #: batch 1 against batch 3: the same float32 computation except that conv/GEMM kernels may
 #: tile a batch of 3 differently from 3 batches of 1 (summation order, ~1e-7 relative); maps are
@@ -25,7 +26,7 @@ def explainer(resnet18_onnx):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_maps_do_not_depend_on_the_batch(explainer, method):
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(11))
-    options = {"samples": 3} if method == "smoothgradcam++" else {}
+    options = CHEAP_OPTIONS.get(method, {})
     layers = [1, 6]  # 64- and 128-channel taps: score/ablation cost one forward per channel
     together = explainer.explain(x, method=method, layers=layers, targets=[1, 2, 3],
                                  batch_size=3, progress=False, **options)

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from camonnx.explainer import Explainer
 from camonnx.extrapolate import steps
 from camonnx.methods import METHODS
+from conftest import CHEAP_OPTIONS
 
 
 def bilinear(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -127,7 +128,7 @@ def test_every_method_extrapolates(resnet18_onnx, method):
     explainer = Explainer(resnet18_onnx)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     result = explainer.explain(x, method=method, layers=[0, 8, -1], extrapolate=True,
-                               progress=False)
+                               progress=False, **CHEAP_OPTIONS.get(method, {}))
     assert result.maps.shape == (3, 1, 32, 32)
     assert np.isfinite(result.maps).all() and result.maps.min() >= 0 and result.maps.max() <= 1
 

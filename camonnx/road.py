@@ -26,7 +26,7 @@ run through the metric interface (:mod:`camonnx.metrics.base`); the results and 
 3. *Imputation.* The same linear system (same weights, same renormalisation at the border,
    same noise: 0.01 absolute, in the model's input space, added to the imputed pixels only).
    There: a LIL matrix built per image and mask and ``spsolve``d on the CPU, ~25-30× slower;
-   here multigrid-preconditioned CG (≤ 1e-3 from the direct solution, measured ≤ 2.6e-4) on the CPU or GPU. Their
+   here multigrid-preconditioned CG (≤ 1e-3 from the direct solution, measured ≤ 2.2e-4) on the CPU or GPU. Their
    fully removed image gives a singular system; here the per-channel mean. Their noise comes
    from torch's global RNG (reproducible only through ``torch.manual_seed``); here from
    ``numpy.random.default_rng((seed, trial, layer, image, 1, k))`` per mask.

@@ -21,6 +21,8 @@ The operations (m the removed mask, s the neighbour-weight sums, W the 3×3 weig
 * prolongation P: bilinear interpolation from the coarse grid of ceil(h/2)×ceil(w/2) points
   (:func:`coarse_size`; fine 2i = coarse i, fine 2i+1 = the mean of coarse i and i+1, and on
   an even-sized axis the last fine row copies the last coarse row); restriction R = Pᵀ;
+* a Galerkin level's stencil read off its probes, with its active points and l1-Jacobi
+  diagonal (:meth:`TorchOps.galerkin_stencil`);
 * the CG vector operations: ω D⁻¹ b, per-system dot products and max-norms, x += α p,
   r −= α q, p = z + β p; the coarsest level's dense solve; x ⊙ (1 − m) + u.
 """
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 
 from camonnx.errors import InputError
 from camonnx.kernels._impute_cpu import (k_compose, k_dense, k_direction, k_dot, k_error_dot,
-                                         k_fine, k_gather9, k_prolong_add, k_restrict, k_scale,
+                                         k_fine, k_galerkin_stencil, k_prolong_add, k_restrict, k_scale,
                                          k_stencil, k_true_residual, k_update)
 from camonnx.road_system import OFFSETS, WEIGHTS
 
@@ -96,7 +98,7 @@ class TorchOps:
 
     def true_residual(self, m, s, y, out, rng=None):
         """out = m ⊙ (W ∗ y − s ⊙ y) for a full image y (kept and imputed pixels), accumulated in
-        float64: the residual of the linear system, for the CG restart."""
+        float64: the residual of the linear system, at CG's start."""
         nb, nc, h, w = y.shape
         yd = y.double()
         wy = F.conv2d(yd.reshape(nb * nc, 1, h, w), _weights_kernel(torch.float64, y.device), padding=1)
@@ -159,10 +161,17 @@ class TorchOps:
         """p = z + β p."""
         p.mul_(self.asarray(beta.astype(np.float32))[:, :, None, None]).add_(z)
 
-    def gather9(self, y, index: np.ndarray):
-        """out[:, k, q] = y[:, index[k, q], q]."""
+    def galerkin_stencil(self, y, index: np.ndarray, structural: np.ndarray):
+        """(S, dinv, active) of a Galerkin level from its probes y (B, 9, h, w): S[:, k, q] =
+        y[:, index[k, q], q]; active = (S₄ > 0) ⊙ ``structural`` (B, h, w bool, host); dinv =
+        1 / Σ_k |S_k| on active points, else 0 (l1-Jacobi, see road_multigrid.galerkin)."""
         b, _, hc, wc = y.shape
-        return torch.gather(y, 1, self.asarray(index)[None].expand(b, 9, hc, wc)).contiguous()
+        S = torch.gather(y, 1, self.asarray(index)[None].expand(b, 9, hc, wc)).contiguous()
+        host = S.detach().cpu().numpy()
+        positive = (host[:, 4:5] > 0) & structural[:, None]
+        l1 = np.abs(host).sum(axis=1, keepdims=True)
+        dinv = np.where(positive, 1.0 / np.where(positive, l1, 1.0), 0.0).astype(np.float32)
+        return S, self.asarray(dinv), self.asarray(positive.astype(np.float32))
 
     def dense_solve(self, inverse, rhs, out):
         """out (B, C, n) = rhs (B, C, n) @ inverse (B, n, n) (symmetric)."""
@@ -238,10 +247,13 @@ class NumbaOps(TorchOps):
     def direction(self, p, z, beta, rng=None):
         k_direction(p, z, np.ascontiguousarray(beta, np.float64), rng)
 
-    def gather9(self, y, index):
-        out = np.empty_like(y)
-        k_gather9(y, index, out)
-        return out
+    def galerkin_stencil(self, y, index, structural):
+        b, _, h, w = y.shape
+        S = np.empty_like(y)
+        dinv = np.empty((b, 1, h, w), np.float32)
+        active = np.empty((b, 1, h, w), np.float32)
+        k_galerkin_stencil(y, index, structural, S, dinv, active)
+        return S, dinv, active
 
     def dense_solve(self, inverse, rhs, out):
         k_dense(inverse, rhs, out)

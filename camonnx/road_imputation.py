@@ -15,7 +15,7 @@ preconditioned with one geometric multigrid V-cycle per iteration
 (:class:`camonnx.road_multigrid.Multigrid`), on either array backend
 (:mod:`camonnx.road_backends`): torch on CUDA (the whole batch at once), numba kernels on CPU,
 the masks one by one on a thread pool (one per core; ``CAMONNX_THREADS`` overrides). Serial
-kernels + a pool, not ``parallel=True``: a solve makes ~300 kernel calls, and on a loaded
+kernels + a pool, not ``parallel=True``: a solve makes ~200 kernel calls per mask, and on a loaded
 machine each OpenMP parallel region (numba's or torch's) was measured at ~8-12 ms of thread
 wake-up, more than the work; the pool pays that once per solve.
 
@@ -23,26 +23,30 @@ Stopping: CG stops per system (mask × channel) when both the preconditioned res
 (an estimate of the remaining error in the image's units, M ≈ A⁻¹) and the residual in pixel
 units, D⁻¹r = (weighted neighbour mean − value) at each removed pixel, are ≤ ``tol`` in
 max-norm, or after ``max_iter`` iterations. Masks whose channels have all converged are retired
-(the CPU kernels skip them). Mixed precision (:func:`_pcg`): a float32 CG to 1e-2, then a
-restart from the true residual accumulated in float64, down to ``tol`` -- one float32 stage
-stalls at an error of ~eps·κ (7e-4 measured on a 224² mask removing 80 %, whatever ``tol``).
+(the CPU kernels skip them).
 
-Start: u = 0, no separate warm start. The first CG step applies one V-cycle to the right-hand
-side, i.e. a multigrid fill (coarse-grid solution plus smoothing) of the removed region; a cheap
-masked-average fill was not implemented: it could save at most part of the first of the 6-9
-iterations a 224² ROAD mask takes at the default ``tol`` (:data:`TOL` = 1e-4). Nor is the
-previous fraction's solution used: MoRF(q') ⊃ MoRF(q), but the error of u_q as a start for
-q' is the harmonic extension of x − u_q over the newly removed band, O(1) like the error of
-u = 0, so it would save no iteration.
+Start (:func:`_pcg`): a full-multigrid solution u₀ (:meth:`camonnx.road_multigrid.Multigrid.fmg`:
+the right-hand side restricted to every level, the coarsest solved exactly, then level by level
+upward the coarser solution interpolated and corrected by one V-cycle; ~1.5 V-cycles of work),
+then the true residual of u₀ accumulated in float64 and CG in float32 down to ``tol``: ~2.5
+iterations on 224² ROAD masks at the default ``tol`` (:data:`TOL` = 1e-4), against ~6 from
+u = 0 (where the first CG step is itself one V-cycle on the right-hand side). The float64
+residual keeps float32 CG accurate: from u = 0 a float32 CG stalls at an error of ~eps·κ·|e₀|
+(7e-4 measured on a 224² mask removing 80 %, whatever ``tol``), because its recurrence residual
+drifts from the true one; from u₀, |e₀| and that floor are ~100× smaller. (This replaces a
+float32 CG stage to 1e-2 followed by a restart from the float64 residual.) The previous
+fraction's solution is not used: MoRF(q') ⊃ MoRF(q), but the error of u_q as a start for q' is
+the harmonic extension of x − u_q over the newly removed band, O(1) like the error of u = 0.
 
 Accuracy against :func:`camonnx.road_system.impute_reference` (tests/test_road.py):
-max |fast − direct| ≤ 1e-3 (the contract) at the default ``tol`` = 1e-4: measured ≤ 2.6e-4 on 40
-ROAD masks of the default model (values in [-1, 0.7]), ≤ 1.3e-4 on random and smooth masks,
-masks touching the border, 99 % removal and a mask keeping a single pixel (values ~±3);
-residual max |u_p − Σ w_pq u_q / s_p| ≤ ``tol`` (measured ≤ 6e-5). The error is up to ~3× the
-stopping estimate (``tol`` 3e-4 gave 8.9e-4, too close to the contract; 1e-5, the former
-default, 2e-5 for 2 more iterations). Cost: ~17 ms of one core per 224² mask (3 channels, 6-9
-iterations), against ~400 ms for pytorch-grad-cam's LIL build + spsolve (bench/bench_road.py).
+max |fast − direct| ≤ 1e-3 (the contract) at the default ``tol`` = 1e-4: measured ≤ 2.2e-4 on
+104 ROAD masks of the default model (Grad-CAM at every 4th layer of the cat, all 8 masks; values
+in [-1, 0.7]; 2.6e-4 before the FMG start), ≤ 1.1e-4 on random and smooth masks, masks touching
+the border, 99 % removal and a mask keeping a single pixel (values ~±3); residual
+max |u_p − Σ w_pq u_q / s_p| ≤ ``tol`` (measured ≤ 7.6e-5). The error is up to ~3× the stopping
+estimate (``tol`` 3e-4 gave 8.9e-4, too close to the contract; 1e-5, the former default, 2e-5 for
+2 more iterations). Cost: ~12 ms of one core per 224² mask (3 channels; ~3 of set-up, ~3 of FMG,
+the rest CG), against ~400 ms for pytorch-grad-cam's LIL build + spsolve (bench/bench_road.py).
 """
 
 from __future__ import annotations
@@ -77,27 +81,21 @@ class SolveInfo:
 
 
 #: Default stopping tolerance of :func:`solve` (max-norm, image units): measured error against the
-#: direct solve ≤ 2.6e-4 on 40 ROAD masks of the default model (the contract is 1e-3); 3e-4 gave
+#: direct solve ≤ 2.2e-4 on 104 ROAD masks of the default model (the contract is 1e-3); 3e-4 gave
 #: 8.9e-4, too close to it.
 TOL = 1e-4
 #: Masks per CPU solve (see :func:`solve`).
 CPU_GROUP = 1
-#: Tolerance of the first CG stage (see :func:`_pcg`).
-STAGE1_TOL = 1e-2
 
 
 def _pcg(ops: TorchOps, x, removed: np.ndarray, out, tol: float, max_iter: int, sweeps: int,
          omega: float) -> tuple[int, bool, float]:
     """Solve every system of x (B, C, H, W) at the removed masks (B, H, W; none full) into out.
 
-    Mixed precision in two stages: CG (float32 vectors) to ``max(tol, STAGE1_TOL)``, then the
-    true residual of the imputed image is recomputed with float64 accumulation and CG restarts
-    from there down to ``tol``. One float32 stage stalls at an error of ~eps·κ: on a 224×224
-    image with 80 % removed, κ ~ 10⁴ and the error floor measured 7e-4 whatever the tolerance,
-    because the recurrence residual drifts from the true one; the restart removes that drift for
-    the price of one residual pass (measured at tol 1e-5: ≤ 2e-5 at 10-11 iterations;
-    STAGE1_TOL 1e-3 to 3e-2 all gave the same accuracy and, at tol 1e-4, the same CPU time
-    within noise)."""
+    u₀ = FMG(r₀) (r₀ the residual of u = 0), r = b − A u₀ recomputed from the imputed image
+    with float64 accumulation, then float32 CG from u₀ down to ``tol`` (the module docstring
+    says why: the float64 residual of a start already ~100× closer than u = 0 keeps the
+    float32 recurrence's drift far below ``tol``)."""
     b, c = x.shape[:2]
     mg = Multigrid(ops, removed, c, sweeps=sweeps, omega=omega)
     m, s_, dinv, rng = mg.fine.m, mg.fine.s, mg.fine.dinv, mg.fine.rng
@@ -105,30 +103,31 @@ def _pcg(ops: TorchOps, x, removed: np.ndarray, out, tol: float, max_iter: int, 
     r = ops.zeros(x.shape)
     q = ops.zeros(x.shape)   # A p
     y = ops.empty(x.shape)   # the imputed image x ⊙ (1 − m) + u
-    iterations, done, err = 0, np.zeros((b, c), bool), np.zeros((b, c))
-    for stage_tol in ([STAGE1_TOL, tol] if tol < STAGE1_TOL else [tol]):
-        mg.restore()
-        ops.compose(x, m, u, y)
-        ops.true_residual(m, s_, y, r, rng)    # r = Σ_q w_pq y_q − s_p y_p at removed p
+    ops.compose(x, m, u, y)
+    ops.true_residual(m, s_, y, r, rng)        # r₀ = Σ_q w_pq y_q − s_p y_p at removed p
+    mg.fmg(r, u)
+    ops.compose(x, m, u, y)
+    ops.true_residual(m, s_, y, r, rng)        # float64-accurate residual of the FMG start
+    z = mg.vcycle(r)
+    p = ops.copy(z)
+    err, rz = ops.error_dot(z, r, dinv, rng)
+    done = err <= tol
+    mg.retire(done.all(axis=1))
+    iterations = 0
+    while not done.all() and iterations < max_iter:
+        iterations += 1
+        mg.apply(p, q)
+        pq = ops.dot(p, q, rng)
+        alpha = np.where(done | (pq <= 0), 0.0, rz / np.where(pq > 0, pq, 1.0))
+        ops.update(u, r, p, q, alpha, rng)
         z = mg.vcycle(r)
-        p = ops.copy(z)
-        err, rz = ops.error_dot(z, r, dinv, rng)
-        done = err <= stage_tol
+        err_new, rz_new = ops.error_dot(z, r, dinv, rng)
+        err = np.where(done, err, err_new)
+        done = done | (err <= tol)
         mg.retire(done.all(axis=1))
-        while not done.all() and iterations < max_iter:
-            iterations += 1
-            mg.apply(p, q)
-            pq = ops.dot(p, q, rng)
-            alpha = np.where(done | (pq <= 0), 0.0, rz / np.where(pq > 0, pq, 1.0))
-            ops.update(u, r, p, q, alpha, rng)
-            z = mg.vcycle(r)
-            err_new, rz_new = ops.error_dot(z, r, dinv, rng)
-            err = np.where(done, err, err_new)
-            done = done | (err <= stage_tol)
-            mg.retire(done.all(axis=1))
-            beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
-            ops.direction(p, z, beta, rng)
-            rz = rz_new
+        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
+        ops.direction(p, z, beta, rng)
+        rz = rz_new
     ops.compose(x, m, u, out)
     return iterations, bool(done.all()), float(err.max(initial=0.0))
 

@@ -4,7 +4,7 @@ solver's stencil and vector operations on float32 C-contiguous numpy arrays.
 Serial ``numba.njit(cache=True, nogil=True, error_model="numpy")`` kernels: the solver runs one
 mask per thread on its own pool (:func:`camonnx.road_imputation.solve`), so the kernels release
 the GIL and never open a parallel region. Why not ``parallel=True`` like ``_cpu.py``: a solve
-makes ~300 kernel calls, and on a loaded machine each OpenMP parallel region (numba's or
+makes ~200 kernel calls per mask, and on a loaded machine each OpenMP parallel region (numba's or
 torch's) was measured at ~8-12 ms of thread wake-up, more than the work; the pool pays that once
 per solve. On CPU, torch's depthwise conv2d runs ~50-100 ns per element against ~1-2 for these
 stencils.
@@ -15,9 +15,11 @@ What they compute (B masks, C channels, h×w grid; docs/metrics.md#solver):
   neighbour-weight sums, W the constant 3×3 weights 1/6 edge, 1/12 diagonal, zero outside the
   image); :func:`k_stencil`: a variable Galerkin 9-point stencil S. Both in three modes:
   0: out = A u; 1: out = b − A u; 2: out = u + ω D⁻¹ (b − A u) (a Jacobi sweep);
-* :func:`k_true_residual`: m ⊙ (W ∗ y − s ⊙ y) accumulated in float64 (the CG restart);
+* :func:`k_true_residual`: m ⊙ (W ∗ y − s ⊙ y) accumulated in float64 (at CG's start);
 * :func:`k_restrict` (Pᵀ) and :func:`k_prolong_add` (u += active ⊙ P e): bilinear transfer
-  between levels; :func:`k_gather9`: the Galerkin stencil read off the coloured probes;
+  between levels; :func:`k_galerkin_stencil`: the Galerkin stencil and its l1-Jacobi diagonal
+  read off the coloured probes; :func:`k_coarsen`, :func:`k_spans`: a coarse level's active
+  points and every level's active column spans;
 * :func:`k_scale`, :func:`k_dot`, :func:`k_error_dot`, :func:`k_update`, :func:`k_direction`:
   the CG vector operations; :func:`k_dense`, :func:`k_ldl_inverse`: the coarsest level's exact
   solve; :func:`k_compose`: x ⊙ (1 − m) + u; :func:`k_add_noise`: the imputation noise.
@@ -484,14 +486,67 @@ def k_ldl_inverse(A, out, rtol):
 
 
 @njit(**_NB)
-def k_gather9(y, index, out):
-    """out[b, k, q] = y[b, index[k, q], q] (reading the Galerkin stencil off the probes)."""
+def k_galerkin_stencil(y, index, structural, out, dinv, active):
+    """The Galerkin level read off the probes, in one pass: out[b, k, q] = y[b, index[k, q], q]
+    (the stencil S); active = 1 where S₄ > 0 and ``structural`` (B, h, w), else 0; dinv = 1 /
+    Σ_k |S_k| (the l1-Jacobi diagonal) on active points, else 0."""
     nb, nk, h, w = y.shape
     for bi in range(nb):
-        for k in range(nk):
-            for i in range(h):
-                for j in range(w):
-                    out[bi, k, i, j] = y[bi, index[k, i, j], i, j]
+        for i in range(h):
+            for j in range(w):
+                l1 = np.float32(0.0)
+                for k in range(nk):
+                    v = y[bi, index[k, i, j], i, j]
+                    out[bi, k, i, j] = v
+                    l1 += abs(v)
+                if out[bi, 4, i, j] > 0 and structural[bi, i, j]:
+                    active[bi, 0, i, j] = 1.0
+                    dinv[bi, 0, i, j] = np.float32(1.0) / l1
+                else:
+                    active[bi, 0, i, j] = 0.0
+                    dinv[bi, 0, i, j] = 0.0
+
+
+@njit(**_NB)
+def k_coarsen(active, out):
+    """out[b, q] = any active[b, p] over the fine points 2q − 1 … 2q + 1 of each axis (clipped
+    to the grid): the coarse points whose interpolation support holds an active point.
+    active (B, h, w) (nonzero = active), out (B, ceil(h/2), ceil(w/2)) bool. Separable: the
+    three fine rows are first combined into ``v``, then v is pooled along the row."""
+    nb, h, w = active.shape
+    hc, wc = out.shape[1], out.shape[2]
+    v = np.zeros(w + 2, np.bool_)  # v[j + 1] = fine column j of any of the three rows
+    for bi in range(nb):
+        for qi in range(hc):
+            i = 2 * qi
+            il = max(i - 1, 0)
+            ih = min(i + 1, h - 1)
+            for t in range(w):
+                v[t + 1] = (active[bi, il, t] != 0) | (active[bi, i, t] != 0) | (active[bi, ih, t] != 0)
+            for qj in range(wc):
+                out[bi, qi, qj] = v[2 * qj] | v[2 * qj + 1] | v[2 * qj + 2]
+
+
+@njit(**_NB)
+def k_spans(active, rng):
+    """rng[b, i] = [first, last + 1) of the nonzero columns of row i of active (B, h, w),
+    (0, 0) for an empty row."""
+    nb, h, w = active.shape
+    for bi in range(nb):
+        for i in range(h):
+            first = -1
+            last = -1
+            for j in range(w):
+                if active[bi, i, j]:
+                    if first < 0:
+                        first = j
+                    last = j
+            if first < 0:
+                rng[bi, i, 0] = 0
+                rng[bi, i, 1] = 0
+            else:
+                rng[bi, i, 0] = first
+                rng[bi, i, 1] = last + 1
 
 
 @njit(**_NB)

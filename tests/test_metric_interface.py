@@ -156,3 +156,29 @@ def test_the_best_layer_respects_the_metric_direction(tmp_path):
     assert doc[1]["best_layer"] == "c" and doc[1]["higher_is_better"] is False
     assert plot_curves([high, low], tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "m.json", "m.png"]
+
+
+def test_trials_of_a_tie_free_map_share_one_solve(r18, x, monkeypatch):
+    """Trials differ only in tie-breaking and noise: on a map without ties their masks are the
+    same, so ROAD solves each (image, mask) once and draws each trial's noise on its own copy.
+    With batch_size 8 every chunk holds one unit, so nothing is shared: the same numbers."""
+    import camonnx.road_imputation as imputation
+
+    solved = []
+    real_solve = imputation.solve
+
+    def counting_solve(images, removed, **options):
+        solved.append(len(images))
+        return real_solve(images, removed, **options)
+
+    monkeypatch.setattr(imputation, "solve", counting_solve)
+    maps = np.random.default_rng(3).random((1, 2, 40, 48)).astype(np.float32)  # no ties
+    logits = logits_of(r18.engine, x)
+    batch = MapBatch(r18.engine, x, maps, logits.argmax(1), logits)
+    shared = get_metric("road").score(batch, trials=3, seed=2, batch_size=64, progress=False)
+    assert sum(solved) == 2 * 8  # 2 images × 8 masks, not × 3 trials
+    solved.clear()
+    alone = get_metric("road").score(batch, trials=3, seed=2, batch_size=8, progress=False)
+    assert sum(solved) == 3 * 2 * 8
+    np.testing.assert_array_equal(shared.scores, alone.scores)
+    assert not np.array_equal(shared.scores[0], shared.scores[1])  # the noise is each trial's own

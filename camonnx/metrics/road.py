@@ -18,7 +18,10 @@ forwarded chunk by chunk: ``batch_size`` masks per chunk (whole layer × image u
 masks), imputed together by :func:`camonnx.road_imputation.solve` (on CPU one mask per core at a
 time on a thread pool, on CUDA the whole chunk as one batch), then forwarded in batches of
 ``batch_size`` (:func:`camonnx.metrics.base.forward_probabilities`). Memory stays bounded for any
-number of layers: only one chunk of imputed images exists at a time. Seeds: the ranking of
+number of layers: only one chunk of imputed images exists at a time. A map's trials are
+neighbours in the chunks, and a trial whose masks equal an earlier one's (any tie-free map:
+only the tie-breaking differs between trials) reuses its noise-free solve; only the noise is
+drawn anew. Seeds: the ranking of
 unit (t, l, n) from ``(seed, t, layer_ids[l], image_ids[n], 0)``, the noise of its mask k from
 ``(seed, t, layer_ids[l], image_ids[n], 1, k)``: the results depend on neither ``batch_size``
 nor the device.
@@ -70,7 +73,8 @@ class Road(Metric):
         base = batch.base_probability
 
         x_host = x.detach().float().contiguous().numpy() if x.device.type == "cpu" else None
-        todo = units(trials, n_layers, n_images)
+        # a map's trials side by side, so that trials whose masks coincide share one solve
+        todo = sorted(units(trials, n_layers, n_images), key=lambda u: (u[1], u[2], u[0]))
         units_per_chunk = max(1, batch_size // per_unit)
         morf = np.zeros((trials, n_layers, n_images, q_count))
         lerf = np.zeros_like(morf)
@@ -82,18 +86,22 @@ class Road(Metric):
                 keys = [(seed_, t, int(batch.layer_ids[l]), int(batch.image_ids[n]))
                         for t, l, n in chunk]
                 with timer("rank"):
-                    masks = np.concatenate([
-                        removal_masks(relevance_rank(maps[l, n], key + (0,)), self.fractions, (h, w))
-                        for (t, l, n), key in zip(chunk, keys)])
+                    unit_masks = [removal_masks(relevance_rank(maps[l, n], key + (0,)),
+                                                self.fractions, (h, w))
+                                  for (t, l, n), key in zip(chunk, keys)]
                     owners = np.repeat([n for _, _, n in chunk], per_unit)
+                    solved, rows = distinct_masks([n for _, _, n in chunk], unit_masks)
                 with timer("impute"):
+                    solve_owners = np.repeat([chunk[u][2] for u in solved], per_unit)
                     if x_host is not None:  # numpy gather: single-threaded, no torch parallel region
-                        images = torch.from_numpy(x_host[owners])
+                        images = torch.from_numpy(x_host[solve_owners])
                     else:
-                        images = x[torch.as_tensor(owners, device=x.device)]
-                    removed = torch.from_numpy(masks)
-                    imputed, info = solve(images, removed, **self.solver)
-                    add_noise(imputed, removed, self.noise,
+                        images = x[torch.as_tensor(solve_owners, device=x.device)]
+                    imputed, info = solve(images, torch.from_numpy(
+                        np.concatenate([unit_masks[u] for u in solved])), **self.solver)
+                    if len(solved) < len(chunk):  # each unit its own copy: the noise differs
+                        imputed = imputed[torch.as_tensor(rows, device=imputed.device)]
+                    add_noise(imputed, torch.from_numpy(np.concatenate(unit_masks)), self.noise,
                               [key + (1, k) for key in keys for k in range(per_unit)])
                     iterations = max(iterations, info.iterations)
                     converged = converged and info.converged
@@ -112,6 +120,22 @@ class Road(Metric):
                             axes={"morf": ("fraction", fractions), "lerf": ("fraction", fractions)},
                             timings=timer.seconds,
                             info={"max_iterations": iterations, "converged": converged})
+
+
+def distinct_masks(images: Sequence[int], unit_masks: Sequence[np.ndarray]) -> tuple[list[int], np.ndarray]:
+    """Units whose (image, masks) pair came earlier in the chunk need no solve of their own: the
+    noise-free imputation depends on nothing else (trials of a tie-free map rank its pixels
+    alike). Returns the units to solve, and for every mask row of the chunk the row of the
+    solved batch that holds its imputation."""
+    first: dict[tuple[int, bytes], int] = {}
+    solved: list[int] = []
+    rows = []
+    for u, (image, masks) in enumerate(zip(images, unit_masks)):
+        slot = first.setdefault((image, np.packbits(masks).tobytes()), len(solved))
+        if slot == len(solved):
+            solved.append(u)
+        rows.append(slot * len(masks) + np.arange(len(masks)))
+    return solved, np.concatenate(rows)
 
 
 def combine(morf: np.ndarray, lerf: np.ndarray) -> np.ndarray:

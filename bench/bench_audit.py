@@ -8,7 +8,9 @@ ResNet-50 (random weights):
 * inside the same run: the seconds in ONNX Runtime forwards (the clean images + 2 × 4 imputed
   images per layer and image), in the explanations, in ROAD (with its forwards), and the rest.
 
-Ray: ResNet-18 (random) at 64×64, 16 photos in shards of 2, 1 and 2 single-threaded actors;
+Ray: ResNet-18 (random) at 128×128, 48 photos in shards of 2 (at 64×64 the per-shard work is
+so small that Ray's per-task overhead hides the second actor: measured 1.00×), 1 and 2
+single-threaded actors;
 steady-state images/s after the first round of shards (which carries Ray's and the actors'
 start-up).
 
@@ -36,7 +38,7 @@ from results import export_resnet50, machine, table, write_section  # noqa: E402
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "retina.jpg", "hubble_deep_field.jpg", "coins.png"]
 SHARD, BATCH = 4, 64
-RAY_IMAGES, RAY_SHARD = 16, 2
+RAY_IMAGES, RAY_SHARD = 48, 2
 
 
 def photo_csv(folder: Path, count: int = len(PHOTOS)) -> Path:
@@ -116,7 +118,7 @@ def ray_scaling(folder: Path) -> list[list[str]]:
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / "resnet18.onnx"
     torch.onnx.export(torchvision.models.resnet18(weights=None).eval(),
-                      (torch.randn(1, 3, 64, 64),), str(model), dynamo=False, opset_version=17,
+                      (torch.randn(1, 3, 128, 128),), str(model), dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
     listing = photo_csv(folder, RAY_IMAGES)
@@ -129,7 +131,7 @@ def ray_scaling(folder: Path) -> list[list[str]]:
             "t0 = time.perf_counter(); times = []\n"
             f"audit({str(model)!r}, {str(listing)!r}, layers=[0, 9, 19], out="
             f"{str(folder / f'ray-{actors}')!r}, shard_size={RAY_SHARD}, ray=True, "
-            f"actors={actors}, progress=False, preprocess=Preprocess(size=(64, 64), resize=72), "
+            f"actors={actors}, progress=False, preprocess=Preprocess(size=(128, 128), resize=144), "
             "on_shard=lambda a, b: times.append(time.perf_counter() - t0))\n"
             "print('TIMES', json.dumps(times))\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -177,7 +179,7 @@ def main() -> None:
             rows = ray_scaling(folder / "ray")
             report("audit-ray", args, "\n\n".join([
                 "### Dataset audit on Ray (`bench/bench_audit.py --part ray`)", note,
-                f"ResNet-18 (random) at 64×64, {RAY_IMAGES} photos, layers 0, 9, 19, Grad-CAM, "
+                f"ResNet-18 (random) at 128×128, {RAY_IMAGES} photos, layers 0, 9, 19, Grad-CAM, "
                 f"ROAD, shards of {RAY_SHARD}, single-threaded actors, a local Ray with 3 logical "
                 "CPUs per run (a fresh process each). Steady state: the images of the shards "
                 "stored after the first round (one shard per actor, which carries Ray's and the "

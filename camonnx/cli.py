@@ -590,6 +590,23 @@ def animate(inputs, method, norm, fps, layers, every, hold, target, out, batch_s
         maybe_report(run_dir, report)
 
 
+def parse_metrics(value: str) -> list[str]:
+    """'road' or 'deletion,road': metric names of :data:`camonnx.metrics.CATALOGUE`, in order,
+    each once; an unknown name or none is a :class:`UserError` listing the known ones."""
+    from camonnx.errors import unknown_name_error
+    from camonnx.metrics import CATALOGUE as METRICS
+
+    known = ", ".join(sorted(METRICS))
+    names = list(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
+    if not names:
+        raise UserError(f"--metric takes comma-separated metric names from: {known}; got {value!r}.")
+    for name in names:
+        if name not in METRICS:
+            raise UserError(f"--metric takes comma-separated metric names: "
+                            f"{unknown_name_error('metric', name, METRICS, f'Known metrics: {known}.')}")
+    return names
+
+
 def parse_fractions(value: str) -> tuple[float, ...]:
     """'0.2,0.4,0.6,0.8' → fractions in (0, 1] (an InputError otherwise)."""
     from camonnx.errors import InputError

@@ -11,20 +11,10 @@ from pathlib import Path
 import click
 
 from camonnx.cli import (LAYERS_OPTION, METHOD_CHOICE, REPORT_OPTION, _friendly_errors,
-                         maybe_report, model_options, parse_layers,
+                         maybe_report, model_options, parse_layers, parse_metrics,
                          split_inputs, UserError)
 from camonnx.metrics import CATALOGUE
 from camonnx.writer import check_writable
-
-
-def parse_metrics(value: str) -> list[str]:
-    """'road' or 'road,deletion': known metric names, in order, each once."""
-    names = list(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
-    unknown = [n for n in names if n not in CATALOGUE]
-    if not names or unknown:
-        raise UserError(f"--metric takes comma-separated metric names from: "
-                        f"{', '.join(sorted(CATALOGUE))}; got {value!r}.")
-    return names
 
 
 @click.command("audit")

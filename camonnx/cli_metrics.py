@@ -9,7 +9,7 @@ import click
 
 from camonnx.cli import (EXTRAPOLATE_OPTION, INCLUDE_INPUT_OPTION, LAYERS_OPTION, METHOD_CHOICE,
                          REPORT_OPTION, TARGET_OPTION, _friendly_errors,
-                         maybe_report, model_options, parse_fractions,
+                         maybe_report, model_options, parse_fractions, parse_metrics,
                          parse_layers, parse_targets, split_inputs,
                          UserError)
 from camonnx.metrics import CATALOGUE
@@ -18,15 +18,6 @@ from camonnx.writer import check_writable
 DEFAULT_METRICS = "deletion,insertion,drop,increase,road"
 #: Which metrics each per-metric option applies to.
 OPTION_METRICS = {"fractions": ("road",), "pixels_per_step": ("deletion", "insertion")}
-
-
-def parse_metrics(value: str) -> list[str]:
-    """'deletion,insertion,…' → the metric names in order, each once (unknown names are an
-    InputError from camonnx.metrics.get_metric, listing the known ones)."""
-    names = list(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
-    if not names:
-        raise UserError(f"--metric needs at least one of {', '.join(sorted(CATALOGUE))}.")
-    return names
 
 
 def metric_options(names: list[str], fractions: str | None, pixels_per_step: int | None) -> dict:

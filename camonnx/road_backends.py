@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from camonnx.errors import InputError
-from camonnx.kernels._impute_cpu import (k_compose, k_dense, k_direction, k_dot, k_error_dot,
+from camonnx.kernels._impute_cpu import (k_compose, k_dense, k_direction, k_dot, k_error_dot, k_error_max,
                                          k_fine, k_galerkin_stencil, k_prolong_add, k_restrict, k_scale,
                                          k_stencil, k_true_residual, k_update)
 from camonnx.road_system import OFFSETS, WEIGHTS
@@ -147,9 +147,9 @@ class TorchOps:
                             torch.maximum(rs.amax(dim=(2, 3)), -rs.amin(dim=(2, 3))))
         return big.double().cpu().numpy()
 
-    def error_dot(self, z, r, dinv, rng=None) -> tuple[np.ndarray, np.ndarray]:
-        """(:meth:`error`, :meth:`dot` (r, z)) in one pass."""
-        return self.error(z, r, dinv, rng), self.dot(r, z, rng)
+    def error_dot(self, z, r, dinv, tol: float, rng=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per system: whether :meth:`error` exceeds ``tol`` (B, C bool), and :meth:`dot` (r, z)."""
+        return self.error(z, r, dinv, rng) > tol, self.dot(r, z, rng)
 
     def update(self, x, r, p, q, alpha: np.ndarray, rng=None):
         """x += α p; r −= α q (α per (B, C))."""
@@ -179,8 +179,8 @@ class TorchOps:
         torch.matmul(rhs.reshape(b, c, h * w), inverse, out=out.view(b, c, h * w))
         return out
 
-    def compose(self, x, m, u, out):
-        """out = x ⊙ (1 − m) + u (u vanishes off m)."""
+    def compose(self, x, m, u, out, rng=None):
+        """out = x ⊙ (1 − m) + u (u vanishes off m); numba: on the spans ``rng`` only."""
         torch.addcmul(u, x, 1.0 - m, out=out)
         return out
 
@@ -235,11 +235,16 @@ class NumbaOps(TorchOps):
         k_dot(a, b, out, rng)
         return out
 
-    def error_dot(self, z, r, dinv, rng=None):
+    def error(self, z, r, dinv, rng=None):
         err = np.zeros(z.shape[:2])
+        k_error_max(z, r, dinv, err, rng)
+        return err
+
+    def error_dot(self, z, r, dinv, tol, rng=None):
+        over = np.zeros(z.shape[:2], np.int64)
         dot = np.zeros(z.shape[:2])
-        k_error_dot(z, r, dinv, err, dot, rng)
-        return err, dot
+        k_error_dot(z, r, dinv, float(tol), over, dot, rng)
+        return over > 0, dot
 
     def update(self, x, r, p, q, alpha, rng=None):
         k_update(x, r, p, q, np.ascontiguousarray(alpha, np.float64), rng)
@@ -259,8 +264,8 @@ class NumbaOps(TorchOps):
         k_dense(inverse, rhs, out)
         return out
 
-    def compose(self, x, m, u, out):
-        k_compose(x, m, u, out)
+    def compose(self, x, m, u, out, rng=None):
+        k_compose(x, m, u, out, rng)
         return out
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from camonnx.kernels._impute_cpu import k_coarsen, k_ldl_inverse, k_spans
+from camonnx.kernels._impute_cycle import k_fmg, k_vcycle
 from camonnx.road_backends import NumbaOps, TorchOps, coarse_size
 from camonnx.road_system import OFFSETS, fine_stencil, neighbour_sums
 
@@ -215,6 +216,20 @@ class Multigrid:
         # (ping-pong), residual
         # (zeroed: the numba kernels never write outside the active spans)
         self.bufs = [tuple(ops.zeros((b, channels) + lv.shape) for _ in range(4)) for lv in self.levels]
+        # the numba backend runs a whole V-cycle / FMG in one compiled call
+        # (camonnx.kernels._impute_cycle), on the levels as tuples indexed by level
+        self.compiled = None
+        if isinstance(ops, NumbaOps):
+            fine = self.levels[0]
+            unused = np.zeros((1, 9, 1, 1), np.float32)   # level 0 has no stored stencil
+            self.compiled = (fine.m, fine.s,
+                             tuple(unused if lv.S is None else lv.S for lv in self.levels),
+                             tuple(lv.dinv for lv in self.levels),
+                             tuple(lv.active for lv in self.levels),
+                             tuple(lv.rng for lv in self.levels),
+                             *(tuple(bufs[k] for bufs in self.bufs) for k in range(4)),
+                             self.inverse, np.array(self.omegas[:len(self.levels)], np.float64),
+                             int(sweeps))
 
     @property
     def fine(self) -> _Level:
@@ -234,6 +249,8 @@ class Multigrid:
 
     def vcycle(self, rhs, level: int = 0):
         """z ≈ A⁻¹ rhs by one V-cycle from zero; returns the buffer holding z (rhs is kept)."""
+        if self.compiled is not None:
+            return self.bufs[level][1 + k_vcycle(level, rhs, *self.compiled)]
         ops, lv, omega = self.ops, self.levels[level], self.omegas[level]
         _, u, t, r = self.bufs[level]
         if level == len(self.levels) - 1:
@@ -262,6 +279,11 @@ class Multigrid:
         V-cycle from an interpolated solution, not from zero: CG then needs ~2.5 iterations
         instead of ~6 (ROAD masks, 224², tol 1e-4)."""
         ops, n = self.ops, len(self.levels)
+        if self.compiled is not None:
+            coarse = tuple(ops.zeros(self.bufs[l][0].shape) if l else self.bufs[0][0]
+                           for l in range(n))   # level 0's entry is unused: its solution is x
+            k_fmg(rhs, x, coarse, *self.compiled)
+            return x
         b = [rhs] + [self.bufs[l][0] for l in range(1, n)]   # level l's rhs, then its residual
         for l in range(1, n):
             ops.restrict(b[l - 1], b[l], self.levels[l].rng)

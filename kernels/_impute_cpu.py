@@ -30,8 +30,8 @@ off the active set, so the rest is never read or written.
 
 No CUDA twin: on a GPU the solver runs as torch tensor operations on the whole batch
 (:class:`camonnx.road_backends.TorchOps`), which is fast there; these kernels are the CPU
-backend (:class:`camonnx.road_backends.NumbaOps`). :func:`k_add_noise` also serves the GPU path,
-on a host scratch array for the whole chunk (copied to the device once).
+backend (:class:`camonnx.road_backends.NumbaOps`); on a GPU the noise is one torch
+``addcmul_`` of the fields copied over once.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ import numpy as np
 from numba import njit
 
 _NB = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
+#: Span loops index with unsigned integers (``j = _U(j0) + _U(t)``): a signed index that may be
+#: zero keeps numba's negative-index wrap-around test in the loop, which then does not
+#: vectorise (measured 5× slower for k_prolong_add, 4.5× for k_update).
+_U = np.uint64
+_ONE = np.uint64(1)
 
 
 #: The fine level's neighbour weights (docs/metrics.md#imputation): edge 1/6, diagonal 1/12.
@@ -49,7 +54,8 @@ D = np.float32(1.0 / 12.0)
 # How the kernels are written (each choice measured on 224² ROAD masks, one thread):
 # * Element access by 4-D index (``u[bi, c, i, j]``), never through per-row views: creating a
 #   row view costs NRT reference counting on every row and channel, which made the stencils
-#   3× slower (1.6 against 0.5 ns per element for k_fine).
+#   3× slower (1.6 against 0.5 ns per element for k_fine). Span loops use unsigned indices
+#   (``_U``, above).
 # * Inner loops are written ``for t in range(n): j = lo + t`` with ``lo >= 1`` visible to LLVM:
 #   numba's ``range(lo, hi)`` with a run-time start does not vectorise, and an index that might
 #   be negative keeps numba's wrap-around test in the loop (no vectorisation: 6.5 ns per element).
@@ -61,7 +67,8 @@ D = np.float32(1.0 / 12.0)
 # * k_fine is k_stencil with the fine level's constant weights and the mask and neighbour sums
 #   in place of 9 stored stencil planes: the most-called operator reads 3 arrays instead of 9.
 #   k_true_residual is the same stencil again, accumulated in float64.
-# * k_error_dot fuses the max-norm test and the dot product r·z into one pass over z and r.
+# * k_error_dot fuses the stopping test (a count of points above tol) and the dot product r·z
+#   into one pass over z and r.
 # * Every ``rng`` kernel opens with the same span loop (``for bi``, ``for i``, ``j0, j1 =
 #   rng[bi, i]``): a shared iterator would need a function argument or a generator, which numba
 #   does not inline into a vectorised loop.
@@ -244,12 +251,13 @@ def k_restrict(r, out, rng):
             if i + 1 < h:
                 whigh = np.float32(1.0) if (i + 1 == h - 1 and h % 2 == 0) else half
             for c in range(nc):
-                for t in range(f1 - f0):
-                    j = f0 + t
-                    v[j + 1] = r[bi, c, i, j] + wlow * r[bi, c, il, j] + whigh * r[bi, c, ihigh, j]
-                for t in range(j1 - j0):
-                    qj = j0 + t
-                    out[bi, c, qi, qj] = v[2 * qj + 1] + half * v[2 * qj] + half * v[2 * qj + 2]
+                for t in range(_U(f1 - f0)):
+                    j = _U(f0) + _U(t)
+                    v[j + _ONE] = r[bi, c, i, j] + wlow * r[bi, c, il, j] + whigh * r[bi, c, ihigh, j]
+                for t in range(_U(j1 - j0)):
+                    qj = _U(j0) + _U(t)
+                    k = qj + qj
+                    out[bi, c, qi, qj] = v[k + _ONE] + half * v[k] + half * v[k + _ONE + _ONE]
                 if j1 == wc and w % 2 == 0:  # the last fine column counts fully
                     out[bi, c, qi, wc - 1] += (last_w - half) * v[w]
 
@@ -276,30 +284,27 @@ def k_prolong_add(e, active, u, rng):
                 i1, wi0, wi1 = i0 + 1, half, half
             else:
                 i1, wi0, wi1 = i0, np.float32(1.0), np.float32(0.0)
-            c0 = j0 // 2
-            c1 = min((j1 - 1) // 2 + 2, wc)  # coarse columns [c0, c1) are needed
-            act = active[bi, 0, i]
+            c0 = _U(j0 // 2)
+            c1 = _U(min((j1 - 1) // 2 + 2, wc))  # coarse columns [c0, c1) are needed
+            p0 = _U((j0 + 1) // 2)
+            p1 = _U(j1 // 2)
             for c in range(nc):
-                e0 = e[bi, c, i0]
-                e1 = e[bi, c, i1]
                 for t in range(c1 - c0):
-                    jc = c0 + t
-                    v[jc] = wi0 * e0[jc] + wi1 * e1[jc]
+                    jc = c0 + _U(t)
+                    v[jc] = wi0 * e[bi, c, i0, jc] + wi1 * e[bi, c, i1, jc]
                 v[wc] = v[wc - 1]  # past the last coarse column: copy (even-sized axis)
-                row = u[bi, c, i]
                 # fine columns in (even, odd) pairs 2jc, 2jc + 1; a lone odd first and a lone
                 # even last column apart (a branch-free loop: 1.0 against 1.4 ns per element)
-                p0 = (j0 + 1) // 2
-                p1 = j1 // 2
                 if j0 % 2 == 1:
                     jc = j0 // 2
-                    row[j0] += act[j0] * half * (v[jc] + v[jc + 1])
+                    u[bi, c, i, j0] += active[bi, 0, i, j0] * half * (v[jc] + v[jc + 1])
                 for t in range(p1 - p0):
-                    jc = p0 + t
-                    row[2 * jc] += act[2 * jc] * v[jc]
-                    row[2 * jc + 1] += act[2 * jc + 1] * half * (v[jc] + v[jc + 1])
+                    jc = p0 + _U(t)
+                    j = jc + jc
+                    u[bi, c, i, j] += active[bi, 0, i, j] * v[jc]
+                    u[bi, c, i, j + _ONE] += active[bi, 0, i, j + _ONE] * half * (v[jc] + v[jc + _ONE])
                 if j1 % 2 == 1 and (j1 - 1) // 2 >= p1:
-                    row[j1 - 1] += act[j1 - 1] * v[(j1 - 1) // 2]
+                    u[bi, c, i, j1 - 1] += active[bi, 0, i, j1 - 1] * v[(j1 - 1) // 2]
 
 
 @njit(**_NB)
@@ -311,12 +316,10 @@ def k_scale(dinv, b, omega, out, rng):
         for i in range(h):
             j0 = rng[bi, i, 0]
             j1 = rng[bi, i, 1]
-            d = dinv[bi, 0, i, j0:j1]
             for c in range(nc):
-                src = b[bi, c, i, j0:j1]
-                dst = out[bi, c, i, j0:j1]
-                for t in range(j1 - j0):
-                    dst[t] = om * d[t] * src[t]
+                for t in range(_U(j1 - j0)):
+                    j = _U(j0) + _U(t)
+                    out[bi, c, i, j] = om * dinv[bi, 0, i, j] * b[bi, c, i, j]
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True, error_model="numpy")
@@ -329,39 +332,54 @@ def k_dot(a, b, out, rng):
             for i in range(h):
                 j0 = rng[bi, i, 0]
                 j1 = rng[bi, i, 1]
-                x = a[bi, c, i, j0:j1]
-                y = b[bi, c, i, j0:j1]
                 part = 0.0
-                for t in range(j1 - j0):
-                    part += np.float64(x[t]) * np.float64(y[t])
+                for t in range(_U(j1 - j0)):
+                    j = _U(j0) + _U(t)
+                    part += np.float64(a[bi, c, i, j]) * np.float64(b[bi, c, i, j])
                 acc += part
             out[bi, c] = acc
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True, error_model="numpy")
-def k_error_dot(z, r, dinv, err, dot, rng):
-    """err[b, c] = max over the active spans of max(|z|, |dinv ⊙ r|) and dot[b, c] = Σ r·z
-    (float64 accumulation), in one pass over z and r."""
+def k_error_dot(z, r, dinv, tol, over, dot, rng):
+    """over[b, c] = how many active points have |z| > tol or |dinv ⊙ r| > tol, and dot[b, c] =
+    Σ r·z (float64 accumulation), in one pass over z and r. A count, not the max-norm: a max
+    reduction does not vectorise (numba keeps Python's NaN-aware max), a sum of comparisons
+    does (3.5× faster); :func:`k_error_max` gives the max-norm once, at the end."""
+    nb, nc, h, w = z.shape
+    tl = np.float32(tol)
+    for bi in range(nb):
+        for c in range(nc):
+            count = 0
+            acc = 0.0
+            for i in range(h):
+                j0 = _U(rng[bi, i, 0])
+                n = _U(rng[bi, i, 1]) - j0
+                part = 0
+                sub = 0.0
+                for t in range(n):
+                    j = j0 + _U(t)
+                    zj = z[bi, c, i, j]
+                    rj = r[bi, c, i, j]
+                    part += (abs(zj) > tl) | (abs(dinv[bi, 0, i, j] * rj) > tl)
+                    sub += np.float64(zj) * np.float64(rj)
+                count += part
+                acc += sub
+            over[bi, c] = count
+            dot[bi, c] = acc
+
+
+@njit(**_NB)
+def k_error_max(z, r, dinv, err, rng):
+    """err[b, c] = max over the active spans of max(|z|, |dinv ⊙ r|)."""
     nb, nc, h, w = z.shape
     for bi in range(nb):
         for c in range(nc):
             mx = np.float32(0.0)
-            acc = 0.0
             for i in range(h):
-                j0 = rng[bi, i, 0]
-                j1 = rng[bi, i, 1]
-                zv = z[bi, c, i, j0:j1]
-                rv = r[bi, c, i, j0:j1]
-                d = dinv[bi, 0, i, j0:j1]
-                part = np.float32(0.0)
-                sub = 0.0
-                for t in range(j1 - j0):
-                    part = max(part, max(abs(zv[t]), abs(d[t] * rv[t])))
-                    sub += np.float64(zv[t]) * np.float64(rv[t])
-                mx = max(mx, part)
-                acc += sub
+                for j in range(rng[bi, i, 0], rng[bi, i, 1]):
+                    mx = max(mx, max(abs(z[bi, c, i, j]), abs(dinv[bi, 0, i, j] * r[bi, c, i, j])))
             err[bi, c] = mx
-            dot[bi, c] = acc
 
 
 @njit(**_NB)
@@ -376,13 +394,10 @@ def k_update(x, r, p, q, alpha, rng):
             for i in range(h):
                 j0 = rng[bi, i, 0]
                 j1 = rng[bi, i, 1]
-                xv = x[bi, c, i, j0:j1]
-                rv = r[bi, c, i, j0:j1]
-                pv = p[bi, c, i, j0:j1]
-                qv = q[bi, c, i, j0:j1]
-                for t in range(j1 - j0):
-                    xv[t] += al * pv[t]
-                    rv[t] -= al * qv[t]
+                for t in range(_U(j1 - j0)):
+                    j = _U(j0) + _U(t)
+                    x[bi, c, i, j] += al * p[bi, c, i, j]
+                    r[bi, c, i, j] -= al * q[bi, c, i, j]
 
 
 @njit(**_NB)
@@ -395,10 +410,9 @@ def k_direction(p, z, beta, rng):
             for i in range(h):
                 j0 = rng[bi, i, 0]
                 j1 = rng[bi, i, 1]
-                pv = p[bi, c, i, j0:j1]
-                zv = z[bi, c, i, j0:j1]
-                for t in range(j1 - j0):
-                    pv[t] = zv[t] + be * pv[t]
+                for t in range(_U(j1 - j0)):
+                    j = _U(j0) + _U(t)
+                    p[bi, c, i, j] = z[bi, c, i, j] + be * p[bi, c, i, j]
 
 
 @njit(**_NB)
@@ -419,17 +433,18 @@ def k_dense(inverse, rhs, out):
 
 
 @njit(**_NB)
-def k_compose(x, m, u, out):
-    """out = x ⊙ (1 − m) + u."""
+def k_compose(x, m, u, out, rng):
+    """out = x ⊙ (1 − m) + u on the spans ``rng``."""
     nb, nc, h, w = x.shape
+    one = np.float32(1.0)
     for bi in range(nb):
-        mv = m[bi, 0].reshape(-1)
-        for c in range(nc):
-            xv = x[bi, c].reshape(-1)
-            uv = u[bi, c].reshape(-1)
-            ov = out[bi, c].reshape(-1)
-            for j in range(h * w):
-                ov[j] = xv[j] * (np.float32(1.0) - mv[j]) + uv[j]
+        for i in range(h):
+            j0 = _U(rng[bi, i, 0])
+            n = _U(rng[bi, i, 1]) - j0
+            for c in range(nc):
+                for t in range(n):
+                    j = j0 + _U(t)
+                    out[bi, c, i, j] = x[bi, c, i, j] * (one - m[bi, 0, i, j]) + u[bi, c, i, j]
 
 
 @njit(**_NB)
@@ -550,14 +565,13 @@ def k_spans(active, rng):
 
 
 @njit(**_NB)
-def k_add_noise(img, mask, draws, std):
-    """img[c, p] += std · draws[c · count + rank of p] at the removed pixels p (row-major)."""
-    nc, h, w = img.shape
-    count = draws.shape[0] // nc
-    for c in range(nc):
-        t = c * count
-        for i in range(h):
-            for j in range(w):
-                if mask[i, j]:
-                    img[c, i, j] += std * draws[t]
-                    t += 1
+def k_add_noise(imgs, masks, fields, which, std):
+    """imgs[b, c, p] += std · fields[which[b], c, p] at the removed pixels p of masks[b].
+    imgs (B, C, h, w), masks (B, h, w) bool, fields (F, C, h, w), which (B,) int64."""
+    nb, nc, h, w = imgs.shape
+    for bi in range(nb):
+        f = which[bi]
+        for c in range(nc):
+            for i in range(h):
+                for j in range(w):  # branch-free: vectorised
+                    imgs[bi, c, i, j] += std * np.float32(masks[bi, i, j]) * fields[f, c, i, j]

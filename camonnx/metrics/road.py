@@ -22,9 +22,10 @@ number of layers: only one chunk of imputed images exists at a time. A map's tri
 neighbours in the chunks, and a trial whose masks equal an earlier one's (any tie-free map:
 only the tie-breaking differs between trials) reuses its noise-free solve; only the noise is
 drawn anew. Seeds: the ranking of
-unit (t, l, n) from ``(seed, t, layer_ids[l], image_ids[n], 0)``, the noise of its mask k from
-``(seed, t, layer_ids[l], image_ids[n], 1, k)``: the results depend on neither ``batch_size``
-nor the device.
+unit (t, l, n) from ``(seed, t, layer_ids[l], image_ids[n], 0)``; the noise of trial t of image n
+is one field from ``(seed, t, image_ids[n], 1)``, shared by the masks of every layer and fraction
+(common random numbers: :func:`camonnx.road_imputation.add_noise`): the results depend on
+neither ``batch_size`` nor the device.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class Road(Metric):
                     if len(solved) < len(chunk):  # each unit its own copy: the noise differs
                         imputed = imputed[torch.as_tensor(rows, device=imputed.device)]
                     add_noise(imputed, torch.from_numpy(np.concatenate(unit_masks)), self.noise,
-                              [key + (1, k) for key in keys for k in range(per_unit)])
+                              [(seed_, t, int(batch.image_ids[n]), 1)
+                               for t, _, n in chunk for _ in range(per_unit)])
                     iterations = max(iterations, info.iterations)
                     converged = converged and info.converged
                 with timer("forward"):

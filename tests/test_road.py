@@ -289,6 +289,32 @@ def test_constant_map_removes_exactly_round_q_hw(shape):
     assert not np.array_equal(masks, removal_masks(relevance_rank(flat, 4), qs, shape))
 
 
+def test_rank_keys_give_the_sort_order_and_the_same_masks():
+    """relevance_rank and fraction_masks take a selection on unique uint64 keys for float32
+    maps; against the definition (seeded permutation + stable sort, rank_by_sort), on maps with
+    ties, negatives, −0.0 and +0.0, a constant map and odd sizes: identical ranks and masks.
+    Maps float32 cannot hold exactly (or with NaN) take the sort path."""
+    from camonnx.road_masks import fraction_masks, rank_by_sort, rank_keys
+
+    rng = np.random.default_rng(11)
+    qs = (0.01, 0.2, 0.5, 0.8, 1.0)
+    ties = np.round(rng.normal(size=(31, 17)), 1).astype(np.float32)       # many ties, signs
+    ties[0, :5] = -0.0
+    ties[1, :5] = 0.0
+    maps = [ties, np.maximum(rng.normal(size=(64, 64)), 0).astype(np.float32),
+            np.full((7, 9), 2.5, np.float32), rng.normal(size=(5, 200)).astype(np.float32),
+            np.round(rng.normal(size=(20, 20)), 2)]                          # float64, exact? no
+    for i, relevance in enumerate(maps):
+        for seed in (0, (3, 1, 4)):
+            want = rank_by_sort(relevance, seed)
+            assert np.array_equal(relevance_rank(relevance, seed), want), i
+            assert np.array_equal(fraction_masks(relevance, seed, qs),
+                                  removal_masks(want, qs, relevance.shape)), i
+    assert rank_keys(maps[-1], 0) is None                  # float64 values float32 would round
+    assert rank_keys(maps[-1].astype(np.float32).astype(np.float64), 0) is not None
+    assert rank_keys(np.array([[1.0, np.nan]], np.float32), 0) is None
+
+
 def test_ranking_orders_values_and_breaks_ties_only_among_equals():
     rng = np.random.default_rng(0)
     relevance = rng.integers(0, 4, size=(20, 30)).astype(np.float32)    # 4 plateaus

@@ -37,7 +37,7 @@ import torch
 
 from camonnx.metrics.base import (MapBatch, Metric, MetricScores, Timer, check_run_options,
                                   forward_probabilities, progress_bar, units)
-from camonnx.road_masks import FRACTIONS, check_fractions, relevance_rank, removal_masks
+from camonnx.road_masks import FRACTIONS, check_fractions, fraction_masks
 
 
 class Road(Metric):
@@ -87,8 +87,7 @@ class Road(Metric):
                 keys = [(seed_, t, int(batch.layer_ids[l]), int(batch.image_ids[n]))
                         for t, l, n in chunk]
                 with timer("rank"):
-                    unit_masks = [removal_masks(relevance_rank(maps[l, n], key + (0,)),
-                                                self.fractions, (h, w))
+                    unit_masks = [fraction_masks(maps[l, n], key + (0,), self.fractions)
                                   for (t, l, n), key in zip(chunk, keys)]
                     owners = np.repeat([n for _, _, n in chunk], per_unit)
                     solved, rows = distinct_masks([n for _, _, n in chunk], unit_masks)

@@ -29,7 +29,8 @@ run through the metric interface (:mod:`camonnx.metrics.base`); the results and 
    here multigrid-preconditioned CG (≤ 1e-3 from the direct solution, measured ≤ 2.2e-4) on the CPU or GPU. Their
    fully removed image gives a singular system; here the per-channel mean. Their noise comes
    from torch's global RNG (reproducible only through ``torch.manual_seed``); here from
-   ``numpy.random.default_rng((seed, trial, layer, image, 1, k))`` per mask.
+   one field ``numpy.random.default_rng((seed, trial, image, 1))`` per image and trial, shared by
+   its masks (common random numbers across layers and fractions).
 4. *Score.* Same Δ and the same (LeRF − MoRF) / 2 combination when their target is
    ``ClassifierOutputSoftmaxTarget(c)``; camonnx always uses the softmax probability (their
    target may also be the logit).

@@ -15,15 +15,17 @@ preconditioned with one geometric multigrid V-cycle per iteration
 (:class:`camonnx.road_multigrid.Multigrid`), on either array backend
 (:mod:`camonnx.road_backends`): torch on CUDA (the whole batch at once), numba kernels on CPU,
 the masks one by one on a thread pool (one per core; ``CAMONNX_THREADS`` overrides). Serial
-kernels + a pool, not ``parallel=True``: a solve makes ~200 kernel calls per mask, and on a loaded
-machine each OpenMP parallel region (numba's or torch's) was measured at ~8-12 ms of thread
-wake-up, more than the work; the pool pays that once per solve.
+kernels + a pool, not ``parallel=True``: a solve makes ~40 kernel calls per mask (each V-cycle
+and the FMG one compiled call: ``camonnx.kernels._impute_cycle``), and on a loaded machine each
+OpenMP parallel region (numba's or torch's) was measured at ~8-12 ms of thread wake-up, more
+than the work; the pool pays that once per solve.
 
 Stopping: CG stops per system (mask × channel) when both the preconditioned residual z = M⁻¹r
 (an estimate of the remaining error in the image's units, M ≈ A⁻¹) and the residual in pixel
 units, D⁻¹r = (weighted neighbour mean − value) at each removed pixel, are ≤ ``tol`` in
-max-norm, or after ``max_iter`` iterations. Masks whose channels have all converged are retired
-(the CPU kernels skip them).
+max-norm, or after ``max_iter`` iterations (the CPU test counts the points above ``tol``: a
+sum vectorises, a max does not; the max-norm itself is computed once, for :class:`SolveInfo`).
+Masks whose channels have all converged are retired (the CPU kernels skip them).
 
 Start (:func:`_pcg`): a full-multigrid solution u₀ (:meth:`camonnx.road_multigrid.Multigrid.fmg`:
 the right-hand side restricted to every level, the coarsest solved exactly, then level by level
@@ -45,8 +47,9 @@ in [-1, 0.7]; 2.6e-4 before the FMG start), ≤ 1.1e-4 on random and smooth mask
 the border, 99 % removal and a mask keeping a single pixel (values ~±3); residual
 max |u_p − Σ w_pq u_q / s_p| ≤ ``tol`` (measured ≤ 7.6e-5). The error is up to ~3× the stopping
 estimate (``tol`` 3e-4 gave 8.9e-4, too close to the contract; 1e-5, the former default, 2e-5 for
-2 more iterations). Cost: ~12 ms of one core per 224² mask (3 channels; ~3 of set-up, ~3 of FMG,
-the rest CG), against ~400 ms for pytorch-grad-cam's LIL build + spsolve (bench/bench_road.py).
+2 more iterations). Cost: ~6.5 ms of one core per 224² mask (3 channels; ~1.7 of set-up, ~1.2
+of FMG, ~0.5 per V-cycle; was ~11 before the compiled cycles and unsigned span loops), against
+~400 ms for pytorch-grad-cam's LIL build + spsolve (bench/bench_road.py).
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ def add_noise(imputed: torch.Tensor, removed: torch.Tensor, std: float,
 
     Images that share a seed share their field Z: ROAD gives every mask of one image and trial
     the same seed, so each imputed image still gets i.i.d. N(0, std²) at its removed pixels, and
-    its layers, fractions and methods are compared under common random numbers (the noise at a
+    its layers and fractions are compared under common random numbers (the noise at a
     pixel does not depend on which mask removes it). One field per distinct seed is drawn, not
     one draw per removed pixel and mask: ~25× fewer draws for a 49-layer ybROAD. The noise is
     the same on every device and for every batch split."""

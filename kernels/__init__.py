@@ -11,7 +11,8 @@ Each pair has one signature; the data's device selects the twin (see ``_api``):
 - :func:`warmup` — pay the first-call JIT (or cache load) ahead of time.
 
 ``_impute_cpu`` holds the CPU kernels of ROAD's imputation solver (stencils, smoothers,
-restriction and prolongation, fused dot products; docs/metrics.md). They have no CUDA twin: on a
+restriction and prolongation, fused dot products; docs/metrics.md), ``_impute_cycle`` strings
+them into one compiled call per V-cycle and per full-multigrid solve. They have no CUDA twin: on a
 GPU the solver runs as torch operations (``camonnx.road_backends.TorchOps``).
 """
 

@@ -502,21 +502,29 @@ def k_ldl_inverse(A, out, rtol):
 
 @njit(**_NB)
 def k_galerkin_stencil(y, index, structural, out, dinv, active):
-    """The Galerkin level read off the probes, in one pass: out[b, k, q] = y[b, index[k, q], q]
-    (the stencil S); active = 1 where S₄ > 0 and ``structural`` (B, h, w), else 0; dinv = 1 /
-    Σ_k |S_k| (the l1-Jacobi diagonal) on active points, else 0."""
+    """The Galerkin level read off the probes: out[b, k, q] = y[b, index[k, q], q] (the
+    stencil S); active = 1 where S₄ > 0 and ``structural`` (B, h, w), else 0; dinv = 1 /
+    Σ_k |S_k| (the l1-Jacobi diagonal) on active points, else 0. ``index[k, q]`` is the colour
+    of q + offset_k, periodic with period 3 along a row: each (k, row) is copied as three
+    stride-3 runs of one probe each (no gather), then |S| summed plane by plane (vectorised)."""
     nb, nk, h, w = y.shape
+    l1 = np.zeros(w, np.float32)
     for bi in range(nb):
         for i in range(h):
+            for k in range(nk):
+                for phase in range(min(3, w)):
+                    colour = index[k, i, phase]
+                    for j in range(phase, w, 3):
+                        out[bi, k, i, j] = y[bi, colour, i, j]
             for j in range(w):
-                l1 = np.float32(0.0)
-                for k in range(nk):
-                    v = y[bi, index[k, i, j], i, j]
-                    out[bi, k, i, j] = v
-                    l1 += abs(v)
+                l1[j] = 0.0
+            for k in range(nk):
+                for j in range(w):
+                    l1[j] += abs(out[bi, k, i, j])
+            for j in range(w):
                 if out[bi, 4, i, j] > 0 and structural[bi, i, j]:
                     active[bi, 0, i, j] = 1.0
-                    dinv[bi, 0, i, j] = np.float32(1.0) / l1
+                    dinv[bi, 0, i, j] = np.float32(1.0) / l1[j]
                 else:
                     active[bi, 0, i, j] = 0.0
                     dinv[bi, 0, i, j] = 0.0

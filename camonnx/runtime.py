@@ -36,7 +36,12 @@ def providers_for(device: str | Sequence[str]) -> list[str]:
 
 
 class OrtRuntime:
-    """An ONNX Runtime session returning ``{tensor name: array}`` for the requested outputs."""
+    """An ONNX Runtime session returning ``{tensor name: array}`` for the requested outputs.
+
+    Two sessions of the model: the prepared one (every tap an output: one run gives all the
+    activations), and, opened on the first run that asks for the class scores alone, the lean
+    one (:meth:`camonnx.graph.ModelGraph.lean_source`), which runs faster because ONNX Runtime
+    may fuse and reuse what is not an output. Both come from the same graph and options."""
 
     def __init__(self, graph: ModelGraph, device: str | Sequence[str] = "cpu",
                  threads: int | None = None):
@@ -49,11 +54,10 @@ class OrtRuntime:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
-        try:
-            with graph.prepared_source() as source:
-                self.session = ort.InferenceSession(source, options, providers=providers)
-        except Exception as exc:
-            raise ModelLoadError(f"ONNX Runtime cannot open the model: {str(exc).strip()}") from None
+        self._graph, self._options, self._providers = graph, options, providers
+        self.session = self._open(graph.prepared_source)
+        self._lean: ort.InferenceSession | None = None
+        self.lean_outputs = graph.lean_outputs
         active = self.session.get_providers()
         if providers[0] != "CPUExecutionProvider" and active[0] != providers[0]:
             raise DeviceError(
@@ -66,26 +70,43 @@ class OrtRuntime:
         self.input_name = graph.input.name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
+    def _open(self, source_of) -> ort.InferenceSession:
+        try:
+            with source_of() as source:
+                return ort.InferenceSession(source, self._options, providers=self._providers)
+        except Exception as exc:
+            raise ModelLoadError(f"ONNX Runtime cannot open the model: {str(exc).strip()}") from None
+
+    def session_for(self, outputs: Sequence[str]) -> ort.InferenceSession:
+        """The lean session when it gives every requested output, else the prepared one."""
+        if not set(outputs) <= self.lean_outputs:
+            return self.session
+        if self._lean is None:
+            self._lean = self._open(self._graph.lean_source)
+        return self._lean
+
     def run(self, x: np.ndarray | torch.Tensor, outputs: Sequence[str]) -> dict:
         """Outputs for a batch ``x`` in the model's layout: numpy on CPU, torch CUDA tensors on CUDA."""
         if self.on_cuda and isinstance(x, torch.Tensor) and x.is_cuda:
             return self._run_bound(x, outputs)
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
-        values = self.session.run(list(outputs), {self.input_name: np.ascontiguousarray(x, np.float32)})
+        values = self.session_for(outputs).run(
+            list(outputs), {self.input_name: np.ascontiguousarray(x, np.float32)})
         return dict(zip(outputs, values))
 
     def _run_bound(self, x: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
         """IO binding: ORT reads the torch tensor and writes into ORT-allocated CUDA memory,
         handed to torch through DLPack without a host copy."""
         x = x.contiguous().float()
-        binding = self.session.io_binding()
+        session = self.session_for(outputs)
+        binding = session.io_binding()
         binding.bind_input(self.input_name, "cuda", self.device_id, np.float32, list(x.shape),
                            x.data_ptr())
         for name in outputs:
             binding.bind_output(name, "cuda", self.device_id)
         torch.cuda.current_stream(x.device).synchronize()
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         values = binding.get_outputs()
         return {name: torch.from_dlpack(v.to_dlpack()) if hasattr(v, "to_dlpack")
                 else torch.as_tensor(v.numpy(), device=x.device)

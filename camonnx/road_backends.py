@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from camonnx.errors import InputError
 from camonnx.kernels._impute_cpu import (k_compose, k_dense, k_direction, k_dot, k_error_dot, k_error_max,
-                                         k_fine, k_fine_probes, k_galerkin_stencil, k_prolong_add, k_restrict, k_scale,
+                                         k_fine, k_galerkin_stencil, k_prolong_add, k_restrict, k_scale,
                                          k_stencil, k_true_residual, k_update)
 from camonnx.road_system import OFFSETS, WEIGHTS
 
@@ -75,11 +75,6 @@ class TorchOps:
         nb, nc, h, w = u.shape
         wu = F.conv2d(u.reshape(nb * nc, 1, h, w), _weights_kernel(u.dtype, u.device), padding=1)
         return self._finish((u * s - wu.reshape(nb, nc, h, w)).mul_(m), u, b, dinv, out, mode, omega)
-
-    def fine_probes(self, m, s, pe, out, rng=None):
-        """out = A (m ⊙ pe) on the fine level for probes pe (9, h, w) shared by every mask."""
-        u = self.asarray(pe[None]) * m
-        return self.fine(m, s, u, u, None, out, 0)
 
     def stencil(self, S, u, b, dinv, out, mode: int, omega: float = 1.0, rng=None):
         """A variable 9-point stencil S (B, 9, h, w), zero toward outside neighbours."""
@@ -213,10 +208,6 @@ class NumbaOps(TorchOps):
 
     def fine(self, m, s, u, b, dinv, out, mode: int, omega: float = 1.0, rng=None):
         k_fine(m, s, u, b, dinv, out, int(mode), float(omega), rng)
-        return out
-
-    def fine_probes(self, m, s, pe, out, rng=None):
-        k_fine_probes(m, s, pe, out, rng)
         return out
 
     def stencil(self, S, u, b, dinv, out, mode: int, omega: float = 1.0, rng=None):

@@ -156,12 +156,9 @@ def galerkin(level: _Level, ops: TorchOps) -> _Level:
     _, index = _colour_tables(hc, wc)
     structural = coarsen_active(np.asarray(_host(level.active))[:, 0])
     rng_c = active_ranges(structural) if isinstance(ops, NumbaOps) else None
+    pe = ops.asarray(_prolonged_probes(h, w)[None]) * level.active   # active ⊙ P e
     ape = ops.zeros((b, 9, h, w))
-    if level.S is None:   # the fine level: A (m ⊙ P e), the numba backend forming m ⊙ P e on the fly
-        ops.fine_probes(level.m, level.s, _prolonged_probes(h, w), ape, level.rng)
-    else:
-        pe = ops.asarray(_prolonged_probes(h, w)[None]) * level.active   # active ⊙ P e
-        level.op(ops, pe, pe, ape, 0)
+    level.op(ops, pe, pe, ape, 0)
     y = ops.zeros((b, 9, hc, wc))
     ops.restrict(ape, y, rng_c)
     # l1-Jacobi: D = Σ_k |S_k| (row sums of |A_c|), not the diagonal. Galerkin operators on

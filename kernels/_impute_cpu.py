@@ -146,44 +146,6 @@ def k_fine(m, s, u, b, dinv, out, mode, omega, rng):
 
 
 @njit(**_NB, inline="always")
-def _wsum_masked(m, pe, bi, c, i, j, im, ip, fu, fd, jm, jp, fl, fr):
-    """:func:`_wsum` of m ⊙ pe (pe (C, h, w) shared by every mask b)."""
-    return (E * (fu * (m[bi, 0, im, j] * pe[c, im, j]) + fd * (m[bi, 0, ip, j] * pe[c, ip, j])
-                 + fl * (m[bi, 0, i, jm] * pe[c, i, jm]) + fr * (m[bi, 0, i, jp] * pe[c, i, jp]))
-            + D * (fu * (fl * (m[bi, 0, im, jm] * pe[c, im, jm]) + fr * (m[bi, 0, im, jp] * pe[c, im, jp]))
-                   + fd * (fl * (m[bi, 0, ip, jm] * pe[c, ip, jm]) + fr * (m[bi, 0, ip, jp] * pe[c, ip, jp]))))
-
-
-@njit(**_NB)
-def k_fine_probes(m, s, pe, out, rng):
-    """out = A (m ⊙ pe) on the fine level (the Galerkin probes, ``pe`` (C, h, w) the same for
-    every mask): :func:`k_fine` mode 0 on m ⊙ pe formed on the fly, so that the masked probes
-    (9 planes of the full grid) are never stored. The same float32 operations as k_fine on
-    ``pe * m``: the same result, bit for bit."""
-    nb = m.shape[0]
-    nc, h, w = pe.shape
-    one = np.float32(1.0)
-    for bi in range(nb):
-        for i in range(h):
-            j0, j1, im, ip, lo, hi = _row(rng, bi, i, h, w)
-            if j0 >= j1:
-                continue
-            fu = np.float32(i > 0)
-            fd = np.float32(i < h - 1)
-            for c in range(nc):
-                for t in range(hi - lo):
-                    j = lo + t
-                    out[bi, c, i, j] = m[bi, 0, i, j] * (s[i, j] * (m[bi, 0, i, j] * pe[c, i, j]) - _wsum_masked(
-                        m, pe, bi, c, i, j, im, ip, fu, fd, j - 1, j + 1, one, one))
-                for k in range(2):  # the first and last columns
-                    j = 0 if k == 0 else w - 1
-                    if j0 <= j < j1 and (k == 0 or w > 1):
-                        out[bi, c, i, j] = m[bi, 0, i, j] * (s[i, j] * (m[bi, 0, i, j] * pe[c, i, j]) - _wsum_masked(
-                            m, pe, bi, c, i, j, im, ip, fu, fd, max(j - 1, 0), min(j + 1, w - 1),
-                            np.float32(j > 0), np.float32(j < w - 1)))
-
-
-@njit(**_NB, inline="always")
 def _sten(S, u, bi, c, i, j, im, ip, jm, jp):
     """Σ_k S_k u(p + offset_k) at p = (i, j), neighbour rows and columns clamped (S is zero
     toward outside neighbours, so a clamped value is multiplied by 0)."""
